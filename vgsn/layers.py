@@ -1,0 +1,116 @@
+"""Dense and maxout layers, noise helpers and the 2015 code's initialisers.
+
+A layer owns its shared variables and its whole job is ``apply(x)``; it can be
+applied any number of times (inside ``scan``, on stacked inputs) to different
+symbolic inputs with the same parameters. Noise is never drawn inside a layer:
+masks and Gaussian noise arrive as inputs, drawn by the caller (see
+``vgsn.nets.MaxoutGuide.draw_noise``), so one compiled function holds no hidden
+random state and a seed reproduces a run exactly.
+"""
+import numpy as np
+
+from vgsn.backend import T, floatX, shared
+
+
+def orthogonal(shape, gain, rng):
+    """Orthogonal matrix of ``shape`` (from the SVD of a Gaussian), times ``gain``.
+
+    Parameters
+    ----------
+    shape : tuple (fan_in, fan_out)
+    gain : float
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    ndarray (fan_in, fan_out), float32; its rows (or columns, whichever are fewer)
+    are orthonormal before scaling.
+    """
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"orthogonal init needs a 2-D shape with positive sizes, got {shape}")
+    a = rng.standard_normal(shape)
+    u, _, vt = np.linalg.svd(a, full_matrices=False)
+    q = u if u.shape == tuple(shape) else vt
+    return (gain * q).astype(floatX)
+
+
+def hidden_bias(n, rng):
+    """The 2015 hidden-bias init: 0.2 + N(0, 0.01^2), so ReLUs start mostly active."""
+    return (0.2 + 0.01 * rng.standard_normal(n)).astype(floatX)
+
+
+def _check_dims(**dims):
+    for name, value in dims.items():
+        if not (isinstance(value, (int, np.integer)) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class Dense:
+    """Affine layer ``x @ W + b``; the nonlinearity belongs to the caller.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+    name : str
+        Prefix of the shared variables' names (``<name>.W``, ``<name>.b``).
+    W, b : ndarray, optional
+        Initial values, shapes (n_in, n_out) and (n_out,); zeros when omitted.
+    """
+
+    def __init__(self, n_in, n_out, name, W=None, b=None):
+        _check_dims(n_in=n_in, n_out=n_out)
+        self.n_in, self.n_out, self.name = int(n_in), int(n_out), name
+        W = np.zeros((n_in, n_out), floatX) if W is None else np.asarray(W, floatX)
+        b = np.zeros(n_out, floatX) if b is None else np.asarray(b, floatX)
+        if W.shape != (n_in, n_out) or b.shape != (n_out,):
+            raise ValueError(
+                f"{name}: W must be {(n_in, n_out)} and b {(n_out,)}, got {W.shape} and {b.shape}")
+        self.W = shared(W, name=f"{name}.W")
+        self.b = shared(b, name=f"{name}.b")
+        self.params = [self.W, self.b]
+
+    def apply(self, x):
+        """(rows, n_in) -> (rows, n_out) linear output."""
+        return T.dot(x, self.W) + self.b
+
+
+class Maxout(Dense):
+    """Maxout layer: ``units * pool`` linear units, each output the max of ``pool``
+    CONSECUTIVE columns (unit j pools columns j*pool .. j*pool+pool-1, as the 2015
+    PeaNet did).
+
+    ``apply(x, pre_noise)`` returns ``(output (rows, units), linear (rows, units*pool))``;
+    ``pre_noise``, when given, is added to the linear units before pooling (the
+    2015 "bias noise").
+    """
+
+    def __init__(self, n_in, units, pool, name, W=None, b=None):
+        _check_dims(units=units, pool=pool)
+        super().__init__(n_in, units * pool, name, W=W, b=b)
+        self.units, self.pool = int(units), int(pool)
+
+    def apply(self, x, pre_noise=None):
+        linear = T.dot(x, self.W) + self.b
+        if pre_noise is not None:
+            linear = linear + pre_noise
+        pooled = linear.reshape((linear.shape[0], self.units, self.pool)).max(axis=2)
+        return pooled, linear
+
+
+def relu(x):
+    """max(x, 0), written so its gradient at 0 is 0 like Theano's ``T.maximum``."""
+    return T.maximum(x, 0.0)
+
+
+def dropout_mask(rng, shape, drop):
+    """Inverted-dropout mask: 0 with probability ``drop``, else 1/(1-drop) (float32).
+
+    Scaling at training time keeps the expected activation unchanged, so the
+    noise-free network needs no rescaling at evaluation.
+    """
+    if not 0.0 <= drop < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {drop}")
+    if drop == 0.0:
+        return np.ones(shape, floatX)
+    keep = rng.random(shape, dtype=np.float32) >= drop
+    return keep.astype(floatX) * np.float32(1.0 / (1.0 - drop))

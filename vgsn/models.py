@@ -1,0 +1,287 @@
+"""The models: ``OneStageModel`` (the VAE of Eq. 3 / Eq. 5).
+
+A model owns its networks, a ``HyperParams`` collection that schedules change
+between steps, and a NumPy random generator that draws every noise its
+compiled functions consume (z's epsilons are inputs, never hidden RNG state), so
+one integer seed reproduces a run bit for bit on the same machine.
+
+Every compiled function is built in ``_build`` under the name of what it does
+(``train_step``, ``encode``, ``decode``, ``free_energy_terms``, ``posterior_kl``,
+``log_px_given_z``); each is compiled on its first use (or all at once with
+``compile()``) and cached.
+"""
+import numpy as np
+
+from vgsn import objectives as obj
+from vgsn.backend import T, floatX, function
+from vgsn.nets import InfNet
+from vgsn.updates import HyperParams, l2_penalty, sgd
+
+X_TYPES = ("bernoulli", "gaussian")
+
+
+def output_bias_from_mean(x_mean):
+    """The 2015 init of p's output bias: logit(0.9 * mean_pixel + 0.05), per pixel."""
+    m = 0.9 * np.clip(np.asarray(x_mean, np.float64), 0.0, 1.0) + 0.05
+    return np.log(m / (1.0 - m)).astype(floatX)
+
+
+def _as_rows(X, dim, what):
+    X = np.asarray(X, dtype=floatX)
+    if X.ndim != 2 or X.shape[1] != dim:
+        raise ValueError(f"{what} must be a (rows, {dim}) array, got shape {X.shape}")
+    return X
+
+
+class OneStageModel:
+    """VAE with q(z|x) and p(x|z) MLPs, trained by SGD on Eq. 3 (or Eq. 5's KL).
+
+    Parameters
+    ----------
+    x_dim, z_dim : int
+    q_hidden, p_hidden : sequence of int
+        ReLU hidden layer sizes (MNIST-1: (1500, 1500); MNIST-2: (1000, 1000)).
+    x_type : {'bernoulli', 'gaussian'}
+        Output model p(x|z): Bernoulli with mean sigmoid(output), or Gaussian with
+        mean sigmoid(output) and ONE shared, tanh-bounded log-variance.
+    x_mean : ndarray (x_dim,), optional
+        Training-set mean pixel; p's output bias starts at logit(0.9 m + 0.05).
+    init_scale : float
+        Gain of the orthogonal init (1.4 in the 2015 scripts).
+    logvar_bound : float
+        Bound B of the shared log-variance B tanh(b / B) (6).
+    batch_repeat : int
+        Each distinct row of a training batch is repeated this many times (5),
+        one z sample each.
+    momentum, max_norm : float
+        SGD momentum beta (0 = plain SGD, the paper; 0.5 = the 2015 scripts) and
+        the per-tensor gradient-norm clip (10).
+    lr, lam_kl, gamma_kl, l2 : float
+        Initial values of the shared hyperparameters ``self.hyper``: learning
+        rate, Eq. 5's lambda and gamma, L2 weight decay on q and p weights.
+    seed : int
+        Seeds both the parameter init and the noise generator ``self.rng``.
+    """
+
+    def __init__(self, x_dim, z_dim, q_hidden=(1500, 1500), p_hidden=(1500, 1500),
+                 x_type="bernoulli", x_mean=None, init_scale=1.4, logvar_bound=6.0,
+                 batch_repeat=5, momentum=0.0, max_norm=10.0, lr=5e-4, lam_kl=1.0,
+                 gamma_kl=0.0, l2=1e-5, seed=0):
+        if x_type not in X_TYPES:
+            raise ValueError(f"x_type must be one of {X_TYPES}, got {x_type!r}")
+        if int(batch_repeat) < 1:
+            raise ValueError(f"batch_repeat must be >= 1, got {batch_repeat}")
+        self.config = dict(
+            x_dim=int(x_dim), z_dim=int(z_dim), q_hidden=tuple(int(h) for h in q_hidden),
+            p_hidden=tuple(int(h) for h in p_hidden), x_type=x_type, init_scale=float(init_scale),
+            logvar_bound=float(logvar_bound), batch_repeat=int(batch_repeat),
+            momentum=float(momentum), max_norm=None if max_norm is None else float(max_norm),
+            seed=int(seed))
+        self.x_dim, self.z_dim, self.x_type = int(x_dim), int(z_dim), x_type
+        self.batch_repeat = int(batch_repeat)
+        init_rng = np.random.default_rng([int(seed), 0])
+        self.rng = np.random.default_rng([int(seed), 1])
+        self.q = InfNet(self.x_dim, q_hidden, self.z_dim, "q", init_rng, init_scale, logvar="head")
+        self.p = InfNet(self.z_dim, p_hidden, self.x_dim, "p", init_rng, init_scale,
+                        logvar="shared" if x_type == "gaussian" else "none",
+                        logvar_bound=logvar_bound)
+        if x_mean is not None:
+            x_mean = np.asarray(x_mean)
+            if x_mean.shape != (self.x_dim,):
+                raise ValueError(f"x_mean must have shape ({self.x_dim},), got {x_mean.shape}")
+            self.p.mean_head.b.set_value(output_bias_from_mean(x_mean))
+        self.hyper = HyperParams(prefix="vae", lr=lr, lam_kl=lam_kl, gamma_kl=gamma_kl, l2=l2)
+        self.params = self.q.params + self.p.params
+        self.velocities = []
+        self._fns = {}
+
+    # ---- symbolic pieces (reused by the chain) ------------------------------
+    def q_sample(self, x, eps):
+        """z = mean + exp(logvar / 2) * eps for q(z|x); returns (z, mean, logvar)."""
+        mu, lv = self.q.apply(x)
+        return mu + T.exp(0.5 * lv) * eps, mu, lv
+
+    def log_px(self, x, z):
+        """Per-row log p(x|z) (rows,) and E[x|z] (rows, x_dim)."""
+        logits, lv = self.p.apply(z)
+        x_hat = T.sigmoid(logits)
+        if self.x_type == "bernoulli":
+            return obj.bernoulli_log_prob(x, logits), x_hat
+        return obj.gaussian_log_prob(x, x_hat, lv), x_hat
+
+    def x_mean_of(self, z):
+        """E[p(x|z)] = sigmoid(p's output), (rows, x_dim)."""
+        logits, _ = self.p.apply(z)
+        return T.sigmoid(logits)
+
+    def vae_terms(self, x, eps, x_target=None):
+        """Per-row -log p(x_target|z) and KL(q(z|x)||N(0,I)) for z = q sample at ``x``.
+
+        ``x_target`` defaults to ``x`` (reconstruct the step's own input, "walkout");
+        walkback passes the chain's start x0. Returns (nll, kl, z, x_hat).
+        """
+        z, mu, lv = self.q_sample(x, eps)
+        logp, x_hat = self.log_px(x if x_target is None else x_target, z)
+        kl = T.sum(obj.gaussian_kl(mu, lv), axis=1)
+        return -logp, kl, z, x_hat
+
+    def vae_cost(self, nll, kl):
+        """Mean over rows of nll + Eq. 5 KL, with the model's lambda and gamma."""
+        kl_reg = obj.over_regularised_kl(kl, self.hyper.lam_kl, self.hyper.gamma_kl)
+        return T.mean(nll + kl_reg)
+
+    def weight_penalty(self):
+        """L2 weight decay on q's and p's weight matrices (scaled by hyper.l2)."""
+        return l2_penalty(self.q.weights + self.p.weights, self.hyper.l2)
+
+    # ---- compiled functions ---------------------------------------------------
+    def _build(self, name):
+        """Compile the function ``name``; the one place functions are built."""
+        x = T.matrix("x", dtype=floatX)
+        z = T.matrix("z", dtype=floatX)
+        eps = T.matrix("eps", dtype=floatX)
+        if name == "train_step":
+            x_rep = T.repeat(x, self.batch_repeat, axis=0)
+            nll, kl, _, _ = self.vae_terms(x_rep, eps)
+            vae = self.vae_cost(nll, kl)
+            l2 = self.weight_penalty()
+            cost = vae + l2
+            updates, self.velocities = sgd(
+                cost, self.params, self.hyper.lr, momentum=self.config["momentum"],
+                max_norm=self.config["max_norm"], velocities=self.velocities or None)
+            return function([x, eps], [cost, T.mean(nll), T.mean(kl), l2], updates=updates,
+                            name="train_step")
+        if name == "encode":
+            return function([x], list(self.q.apply(x)), name="encode")
+        if name == "decode":
+            return function([z], self.x_mean_of(z), name="decode")
+        if name == "free_energy_terms":
+            nll, kl, _, _ = self.vae_terms(x, eps)
+            return function([x, eps], [nll, kl], name="free_energy_terms")
+        if name == "posterior_kl":
+            mu, lv = self.q.apply(x)
+            return function([x], obj.gaussian_kl(mu, lv), name="posterior_kl")
+        if name == "log_px_given_z":
+            return function([x, z], self.log_px(x, z)[0], name="log_px_given_z")
+        raise KeyError(f"no compiled function named {name!r}")
+
+    def _fn(self, name):
+        if name not in self._fns:
+            self._fns[name] = self._build(name)
+        return self._fns[name]
+
+    def compile(self, names=("train_step", "encode", "decode", "free_energy_terms",
+                             "posterior_kl", "log_px_given_z")):
+        """Compile the named functions now (otherwise each compiles on first use)."""
+        for name in names:
+            self._fn(name)
+        return self
+
+    # ---- numpy API ---------------------------------------------------------
+    def draw_eps(self, rows, rng=None):
+        """Standard normal z noise (rows, z_dim), float32, from ``rng`` or ``self.rng``."""
+        return (rng or self.rng).standard_normal((rows, self.z_dim), dtype=np.float32)
+
+    def train_step(self, X):
+        """One SGD update on a batch of distinct rows ``X`` (rows, x_dim).
+
+        Each row is repeated ``batch_repeat`` times with its own z sample (the paper:
+        100 rows x 5 = 500). Returns a dict of the step's cost terms (floats): the
+        total ``cost``, its mean ``nll`` and plain ``kl`` per row and the ``l2`` term.
+        """
+        X = _as_rows(X, self.x_dim, "train_step batch")
+        eps = self.draw_eps(X.shape[0] * self.batch_repeat)
+        cost, nll, kl, l2 = self._fn("train_step")(X, eps)
+        return {"cost": float(cost), "nll": float(nll), "kl": float(kl), "l2": float(l2)}
+
+    def encode(self, X):
+        """q(z|x): (mean, logvar), each (rows, z_dim)."""
+        mu, lv = self._fn("encode")(_as_rows(X, self.x_dim, "encode input"))
+        return mu, lv
+
+    def decode(self, Z):
+        """E[p(x|z)] = sigmoid(p's output), (rows, x_dim)."""
+        return self._fn("decode")(_as_rows(Z, self.z_dim, "decode input"))
+
+    def free_energy_terms(self, X, n_samples=1, use_mean=False, batch_rows=2000, rng=None):
+        """Per-row (nll, kl): -log p(x|z) averaged over ``n_samples`` z ~ q(z|x)
+        (or at z = the posterior mean with ``use_mean=True``) and KL(q(z|x) || N(0, I)).
+
+        nll + kl is the free energy F(x) of Eq. 2, an upper bound on -log p(x).
+        """
+        X = _as_rows(X, self.x_dim, "free_energy_terms input")
+        if int(n_samples) < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        fn = self._fn("free_energy_terms")
+        nll = np.zeros(X.shape[0], np.float64)
+        kl = np.zeros(X.shape[0], np.float64)
+        draws = 1 if use_mean else int(n_samples)
+        for start in range(0, X.shape[0], batch_rows):
+            xb = X[start:start + batch_rows]
+            for _ in range(draws):
+                eps = (np.zeros((xb.shape[0], self.z_dim), floatX) if use_mean
+                       else self.draw_eps(xb.shape[0], rng))
+                n, k = fn(xb, eps)
+                nll[start:start + xb.shape[0]] += n
+                kl[start:start + xb.shape[0]] = k
+        return nll / draws, kl
+
+    def posterior_kl(self, X):
+        """Per-dimension KL(q(z_j|x) || N(0, 1)), (rows, z_dim)."""
+        return self._fn("posterior_kl")(_as_rows(X, self.x_dim, "posterior_kl input"))
+
+    def log_px_given_z(self, X, Z):
+        """Per-row log p(x|z) (rows,) for paired rows of X and Z."""
+        X = _as_rows(X, self.x_dim, "log_px_given_z X")
+        Z = _as_rows(Z, self.z_dim, "log_px_given_z Z")
+        if X.shape[0] != Z.shape[0]:
+            raise ValueError(f"X and Z need the same rows, got {X.shape[0]} and {Z.shape[0]}")
+        return self._fn("log_px_given_z")(X, Z)
+
+    def sample_prior(self, n, rng=None):
+        """x = E[p(x|z)] for n draws z ~ N(0, I): (n, x_dim)."""
+        return self.decode(self.draw_eps(int(n), rng))
+
+    # ---- parameters and state -------------------------------------------------
+    def shared_logvar(self):
+        """The Gaussian output's bounded shared log-variance (a float)."""
+        b = float(self.p.logvar_param.get_value())
+        bound = self.p.logvar_bound
+        return bound * np.tanh(b / bound)
+
+    def state_variables(self):
+        """Every shared variable of the model's state: parameters, momentum,
+        hyperparameters, each with a unique name."""
+        return self.params + list(self.velocities) + [self.hyper._vars[n] for n in self.hyper.names()]
+
+    def get_state(self):
+        """dict name -> array copy of ``state_variables()``."""
+        return {v.name: np.array(v.get_value()) for v in self.state_variables()}
+
+    def set_state(self, values, strict=True):
+        """Load arrays by name (shapes must match); with ``strict`` every
+        parameter must be present."""
+        known = {v.name: v for v in self.state_variables()}
+        if strict:
+            missing = [p.name for p in self.params if p.name not in values]
+            if missing:
+                raise ValueError(f"state is missing parameters: {', '.join(missing)}")
+        for name, value in values.items():
+            if name not in known:
+                continue
+            var = known[name]
+            value = np.asarray(value, dtype=var.dtype)
+            if value.shape != var.get_value().shape:
+                raise ValueError(
+                    f"{name}: shape {value.shape} does not fit the model's {var.get_value().shape}")
+            var.set_value(value)
+
+    def fork(self, seed=None):
+        """A new model with the same config and a copy of the parameters and
+        hyperparameters (the paper's fork after pre-training); its noise comes from
+        ``seed`` (default: this model's seed + 1)."""
+        config = dict(self.config)
+        config["seed"] = config["seed"] + 1 if seed is None else int(seed)
+        other = OneStageModel(**config, **self.hyper.values())
+        other.set_state({p.name: p.get_value() for p in self.params})
+        return other

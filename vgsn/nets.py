@@ -1,0 +1,223 @@
+"""The networks: ``InfNet`` (q(z|x) and p(x|z)) and ``MaxoutGuide`` (the guide f).
+
+Both are functions of their shared parameters: ``apply`` builds symbolic outputs
+for any symbolic input and may be called many times (once per chain step inside
+``scan``, on the guide's stacked input, ...) with the same shared variables.
+Names follow the 2015 code where users compare the two (SPEC.md section 5).
+"""
+import numpy as np
+
+from vgsn.backend import T, floatX, shared
+from vgsn.layers import Dense, Maxout, dropout_mask, hidden_bias, orthogonal, relu
+
+LOGVAR_MODES = ("head", "shared", "none")
+
+
+class InfNet:
+    """MLP with ReLU hidden layers and linear mean / log-variance heads.
+
+    Used for q(z|x) (``logvar='head'``: a per-dimension log-variance head whose W
+    starts at 0, so q starts with unit variance) and for p(x|z) (``logvar='shared'``:
+    ONE learned scalar b shared by all pixels, bounded as
+    ``logvar = bound * tanh(b / bound)`` for a Gaussian output; ``logvar='none'``
+    for a Bernoulli output).
+
+    Parameters
+    ----------
+    n_in : int
+    hidden : sequence of int
+        Sizes of the ReLU hidden layers (the 2015 ``shared_config`` minus its input).
+    n_out : int
+    name : str
+        Prefix of every parameter name (``q`` or ``p``).
+    rng : numpy.random.Generator
+    init_scale : float
+        Gain of the orthogonal hidden and mean-head weights (1.4 in the 2015 scripts).
+    logvar : {'head', 'shared', 'none'}
+    logvar_bound : float
+        ``B`` of the tanh bound on the shared log-variance (6 in the 2015 code).
+    """
+
+    def __init__(self, n_in, hidden, n_out, name, rng, init_scale=1.4, logvar="head",
+                 logvar_bound=6.0):
+        if logvar not in LOGVAR_MODES:
+            raise ValueError(f"{name}: logvar must be one of {LOGVAR_MODES}, got {logvar!r}")
+        if logvar_bound <= 0:
+            raise ValueError(f"{name}: logvar_bound must be > 0, got {logvar_bound}")
+        hidden = [int(h) for h in hidden]
+        if not hidden:
+            raise ValueError(f"{name}: needs at least one hidden layer, got hidden={hidden}")
+        self.name, self.n_in, self.hidden, self.n_out = name, int(n_in), hidden, int(n_out)
+        self.logvar_mode, self.logvar_bound = logvar, float(logvar_bound)
+        sizes = [self.n_in] + hidden
+        self.hidden_layers = [
+            Dense(a, b, f"{name}.h{i}", W=orthogonal((a, b), init_scale, rng), b=hidden_bias(b, rng))
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+        self.mean_head = Dense(hidden[-1], self.n_out, f"{name}.mean",
+                               W=orthogonal((hidden[-1], self.n_out), init_scale, rng))
+        self.params = [p for layer in self.hidden_layers for p in layer.params]
+        self.params += self.mean_head.params
+        self.logvar_head = None
+        self.logvar_param = None
+        if logvar == "head":
+            self.logvar_head = Dense(hidden[-1], self.n_out, f"{name}.logvar")
+            self.params += self.logvar_head.params
+        elif logvar == "shared":
+            self.logvar_param = shared(np.zeros((), floatX), name=f"{name}.logvar_b")
+            self.params.append(self.logvar_param)
+
+    @property
+    def weights(self):
+        """The weight matrices (what L2 weight decay acts on)."""
+        return [p for p in self.params if p.name.endswith(".W")]
+
+    def hidden_output(self, x):
+        """(rows, n_in) -> (rows, hidden[-1]) last ReLU layer."""
+        h = x
+        for layer in self.hidden_layers:
+            h = relu(layer.apply(h))
+        return h
+
+    def shared_logvar(self):
+        """The bounded shared log-variance (a symbolic scalar); 'shared' mode only."""
+        if self.logvar_param is None:
+            raise ValueError(f"{self.name} has logvar={self.logvar_mode!r}, not 'shared'")
+        bound = np.float32(self.logvar_bound)
+        return bound * T.tanh(self.logvar_param / bound)
+
+    def apply(self, x):
+        """Symbolic outputs for input ``x`` (rows, n_in).
+
+        Returns
+        -------
+        (mean, logvar) : mean (rows, n_out) is the LINEAR mean-head output (for p:
+        the logits, whose sigmoid is E[x|z]); logvar is (rows, n_out) for 'head',
+        a scalar for 'shared' and None for 'none'.
+        """
+        h = self.hidden_output(x)
+        mean = self.mean_head.apply(h)
+        if self.logvar_mode == "head":
+            return mean, self.logvar_head.apply(h)
+        if self.logvar_mode == "shared":
+            return mean, self.shared_logvar()
+        return mean, None
+
+
+class MaxoutGuide:
+    """The guide f(x): two maxout layers and one linear unit squashed as
+    ``f = squash * tanh(a / squash)`` (the role of the 2015 PeaNet, SPEC.md section 5).
+
+    Training-time noise (inverted dropout on the input and on each hidden layer's
+    output, Gaussian "bias noise" on the maxout pre-activations, optional input
+    noise) is drawn by ``draw_noise`` on the host and passed to ``apply`` as
+    symbolic inputs.
+
+    Parameters
+    ----------
+    n_in : int
+    rng : numpy.random.Generator
+    units, pool : int
+        Each maxout layer has ``units`` outputs pooling ``pool`` linear units (300, 4).
+    n_layers : int
+    init_scale : float
+        Hidden weights are orthogonal with gain ``init_scale / sqrt(fan_in)``; the
+        output weights ``N(0, 1) * init_scale`` (0.75 MNIST, 1.0 TFD).
+    vis_drop, hid_drop, bias_noise, input_noise : float
+        Noise levels used by ``draw_noise`` (0.2, 0.5, 0.1, 0.0 for MNIST).
+    squash : float
+        The output bound (20).
+    name : str
+    """
+
+    def __init__(self, n_in, rng, units=300, pool=4, n_layers=2, init_scale=0.75,
+                 vis_drop=0.2, hid_drop=0.5, bias_noise=0.1, input_noise=0.0, squash=20.0,
+                 name="guide"):
+        for label, value in (("vis_drop", vis_drop), ("hid_drop", hid_drop)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}: {label} must be in [0, 1), got {value}")
+        for label, value in (("bias_noise", bias_noise), ("input_noise", input_noise)):
+            if value < 0:
+                raise ValueError(f"{name}: {label} must be >= 0, got {value}")
+        if squash <= 0:
+            raise ValueError(f"{name}: squash must be > 0, got {squash}")
+        self.name, self.n_in, self.units, self.pool = name, int(n_in), int(units), int(pool)
+        self.vis_drop, self.hid_drop = float(vis_drop), float(hid_drop)
+        self.bias_noise, self.input_noise, self.squash = float(bias_noise), float(input_noise), float(squash)
+        self.layers = []
+        fan_in = self.n_in
+        for i in range(int(n_layers)):
+            W = orthogonal((fan_in, units * pool), init_scale / np.sqrt(fan_in), rng)
+            self.layers.append(Maxout(fan_in, units, pool, f"{name}.h{i}", W=W))
+            fan_in = units
+        w_out = (rng.standard_normal((fan_in, 1)) * init_scale).astype(floatX)
+        self.output = Dense(fan_in, 1, f"{name}.out", W=w_out)
+        self.params = [p for layer in self.layers for p in layer.params] + self.output.params
+
+    @property
+    def weights(self):
+        return [p for p in self.params if p.name.endswith(".W")]
+
+    # ---- noise -------------------------------------------------------------
+    def noise_names(self):
+        """Names of the noise inputs of ``apply``, in a fixed order."""
+        names = ["vis"] + [f"hid{i}" for i in range(len(self.layers))]
+        names += [f"bias{i}" for i in range(len(self.layers))]
+        return names
+
+    def noise_vars(self):
+        """Fresh symbolic matrices, one per noise input (dict name -> variable)."""
+        return {n: T.matrix(f"{self.name}.noise.{n}", dtype=floatX) for n in self.noise_names()}
+
+    def draw_noise(self, rng, rows):
+        """One draw of every noise input for ``rows`` input rows (dict of float32 arrays).
+
+        ``vis``: input dropout mask (rows, n_in); ``hid<i>``: dropout mask on maxout
+        layer i's output (rows, units); ``bias<i>``: Gaussian noise added to layer i's
+        pre-activations (rows, units*pool); ``vis_add`` (only when input_noise > 0):
+        additive Gaussian input noise, applied before the input mask.
+        """
+        noise = {"vis": dropout_mask(rng, (rows, self.n_in), self.vis_drop)}
+        for i in range(len(self.layers)):
+            noise[f"hid{i}"] = dropout_mask(rng, (rows, self.units), self.hid_drop)
+            if self.bias_noise > 0:
+                noise[f"bias{i}"] = (self.bias_noise * rng.standard_normal(
+                    (rows, self.units * self.pool), dtype=np.float32))
+            else:
+                noise[f"bias{i}"] = np.zeros((rows, self.units * self.pool), floatX)
+        if self.input_noise > 0:
+            noise["vis_add"] = self.input_noise * rng.standard_normal((rows, self.n_in), dtype=np.float32)
+        return noise
+
+    # ---- forward -----------------------------------------------------------
+    def apply(self, x, noise=None):
+        """Symbolic f(x) and the hidden layers' linear pre-activations.
+
+        Parameters
+        ----------
+        x : symbolic (rows, n_in)
+        noise : dict or None
+            Symbolic noise inputs keyed as ``noise_names()`` (plus optional
+            ``vis_add``); None is the noise-free guide used for evaluation.
+
+        Returns
+        -------
+        f : (rows,) guide output in (-squash, squash)
+        pre : list of (rows, units*pool) linear pre-activations (for their penalty)
+        hidden : list of (rows, units) maxout outputs
+        """
+        noise = noise or {}
+        h = x
+        if "vis_add" in noise:
+            h = h + noise["vis_add"]
+        if "vis" in noise:
+            h = h * noise["vis"]
+        pre, hidden = [], []
+        for i, layer in enumerate(self.layers):
+            h, lin = layer.apply(h, noise.get(f"bias{i}"))
+            pre.append(lin)
+            hidden.append(h)
+            if f"hid{i}" in noise:
+                h = h * noise[f"hid{i}"]
+        a = self.output.apply(h)[:, 0]
+        squash = np.float32(self.squash)
+        return squash * T.tanh(a / squash), pre, hidden

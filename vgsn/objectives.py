@@ -1,0 +1,99 @@
+"""The paper's objectives as symbolic expressions (SPEC.md sections 1-3).
+
+Every function takes and returns symbolic tensors; nothing here knows about
+networks, updates or training. Per-row quantities are (rows,) vectors; the
+caller takes means.
+"""
+import numpy as np
+
+from vgsn.backend import T, disconnected_grad
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+GENERATOR_LOSSES = ("elastic", "abs")
+
+
+def softplus(u):
+    """log(1 + exp(u)) = max(u, 0) + log1p(exp(-|u|)): finite value and gradient
+    for any u (a switch between two branches would leak NaN gradients)."""
+    return T.maximum(u, 0.0) + T.log1p(T.exp(-abs(u)))
+
+
+def bernoulli_log_prob(x, logits):
+    """log p(x | logits) summed over dims, per row (rows,).
+
+    ``x`` may hold grey levels in [0, 1] (the "Rao-Blackwellised" binarisation):
+    sum x log s(l) + (1 - x) log(1 - s(l)) = sum x l - softplus(l).
+    """
+    return T.sum(x * logits - softplus(logits), axis=1)
+
+
+def gaussian_log_prob(x, mean, logvar):
+    """log N(x; mean, diag(exp(logvar))) summed over dims, per row (rows,).
+
+    ``logvar`` may be a scalar (the shared log-variance of p) or (rows, dims).
+    """
+    per_dim = -0.5 * (LOG_2PI + logvar + T.sqr(x - mean) * T.exp(-logvar))
+    return T.sum(per_dim, axis=1)
+
+
+def gaussian_kl(mu_q, lv_q, mu_p=0.0, lv_p=0.0):
+    """KL(N(mu_q, exp(lv_q)) || N(mu_p, exp(lv_p))) per dimension (rows, dims).
+
+    0.5 * (lv_p - lv_q + exp(lv_q - lv_p) + (mu_q - mu_p)^2 / exp(lv_p) - 1).
+    """
+    return 0.5 * (lv_p - lv_q + T.exp(lv_q - lv_p) + T.sqr(mu_q - mu_p) * T.exp(-lv_p) - 1.0)
+
+
+def over_regularised_kl(kl, lam, gamma):
+    """Eq. 5: lam * KL + gamma * ([KL - Kbar]_+)^2, per row.
+
+    ``kl`` is the per-row KL (rows,). Kbar is the minibatch mean of ``kl`` held
+    constant (no gradient through Kbar, nor through the mask [.]_+ > 0, as the 2015
+    code did): a row whose KL is below Kbar gets exactly ``lam`` times the plain KL
+    gradient. lam = 1, gamma = 0 is the plain KL of Eq. 3.
+    """
+    kbar = disconnected_grad(T.mean(kl))
+    excess = T.maximum(kl - kbar, 0.0)
+    return lam * kl + gamma * T.sqr(excess)
+
+
+def free_energy(nll, kl):
+    """Eq. 2: F(x) = E_q[-log p(x|z)] + KL(q(z|x) || p*(z)), per row."""
+    return nll + kl
+
+
+def guide_loss(f_data, f_gen):
+    """Eq. 6: E_D[b(f(x))] + E_G[b(-f(x))] with b(u) = log(1 + exp(-u)).
+
+    Each expectation is the mean over its own rows.
+    """
+    return T.mean(softplus(-f_data)) + T.mean(softplus(f_gen))
+
+
+def generator_loss(f_gen, kind="elastic"):
+    """Eq. 7 on the guide's outputs for generated rows (a scalar).
+
+    kind='abs': E_G[|f| I[f < 0]] (the one-sided absolute loss of Eq. 7);
+    kind='elastic': E_G[0.5 * ([-f]_+ + [-f]_+^2)], the half-rectified elastic net
+    with linear and quadratic parts weighted equally (what Sec. 7 used; default).
+    Both are zero where f >= 0, i.e. at G = D where f = log D/G = 0.
+    """
+    neg = T.maximum(-f_gen, 0.0)
+    if kind == "abs":
+        return T.mean(neg)
+    if kind == "elastic":
+        return T.mean(0.5 * (neg + T.sqr(neg)))
+    raise ValueError(f"generator loss kind must be one of {GENERATOR_LOSSES}, got {kind!r}")
+
+
+def moment_matching(x_gen, x_data):
+    """Squared distance between the means and between the covariances of two sets.
+
+    ||mean_G - mean_D||^2 + ||cov_G - cov_D||_F^2 (both (rows, dims) inputs); zero
+    when G = D in its first two moments. An optional extra generator term (Sec. 5).
+    """
+    mu_g, mu_d = T.mean(x_gen, axis=0), T.mean(x_data, axis=0)
+    cg, cd = x_gen - mu_g, x_data - mu_d
+    cov_g = T.dot(cg.T, cg) / T.cast(x_gen.shape[0], x_gen.dtype)
+    cov_d = T.dot(cd.T, cd) / T.cast(x_data.shape[0], x_data.dtype)
+    return T.sum(T.sqr(mu_g - mu_d)) + T.sum(T.sqr(cov_g - cov_d))
