@@ -33,7 +33,7 @@ import warnings
 __all__ = [
     "NAME", "T", "function", "shared", "scan", "grad", "config", "floatX",
     "disconnected_grad", "clone_replace", "blas_linked", "as_floatX",
-    "library_version",
+    "library_version", "verify_grad",
 ]
 
 _OPENBLAS_GLOBS = (
@@ -106,10 +106,10 @@ grad = _lib.grad
 floatX = config.floatX
 
 if NAME == "aesara":
-    from aesara.gradient import disconnected_grad  # noqa: E402
+    from aesara.gradient import disconnected_grad, verify_grad  # noqa: E402
     from aesara.graph.basic import clone_replace  # noqa: E402
 else:
-    from pytensor.gradient import disconnected_grad  # noqa: E402
+    from pytensor.gradient import disconnected_grad, verify_grad  # noqa: E402
     from pytensor.graph.replace import clone_replace  # noqa: E402
 
 

@@ -13,9 +13,9 @@ GENERATOR_LOSSES = ("elastic", "abs")
 
 
 def softplus(u):
-    """log(1 + exp(u)) = max(u, 0) + log1p(exp(-|u|)): finite value and gradient
-    for any u (a switch between two branches would leak NaN gradients)."""
-    return T.maximum(u, 0.0) + T.log1p(T.exp(-abs(u)))
+    """log(1 + exp(u)): the library's stable op (finite value for any u, gradient
+    sigmoid(u) exactly, also at u = 0)."""
+    return T.softplus(u)
 
 
 def bernoulli_log_prob(x, logits):
@@ -32,7 +32,7 @@ def gaussian_log_prob(x, mean, logvar):
 
     ``logvar`` may be a scalar (the shared log-variance of p) or (rows, dims).
     """
-    per_dim = -0.5 * (LOG_2PI + logvar + T.sqr(x - mean) * T.exp(-logvar))
+    per_dim = -0.5 * (LOG_2PI + logvar + T.square(x - mean) * T.exp(-logvar))
     return T.sum(per_dim, axis=1)
 
 
@@ -41,7 +41,7 @@ def gaussian_kl(mu_q, lv_q, mu_p=0.0, lv_p=0.0):
 
     0.5 * (lv_p - lv_q + exp(lv_q - lv_p) + (mu_q - mu_p)^2 / exp(lv_p) - 1).
     """
-    return 0.5 * (lv_p - lv_q + T.exp(lv_q - lv_p) + T.sqr(mu_q - mu_p) * T.exp(-lv_p) - 1.0)
+    return 0.5 * (lv_p - lv_q + T.exp(lv_q - lv_p) + T.square(mu_q - mu_p) * T.exp(-lv_p) - 1.0)
 
 
 def over_regularised_kl(kl, lam, gamma):
@@ -54,7 +54,7 @@ def over_regularised_kl(kl, lam, gamma):
     """
     kbar = disconnected_grad(T.mean(kl))
     excess = T.maximum(kl - kbar, 0.0)
-    return lam * kl + gamma * T.sqr(excess)
+    return lam * kl + gamma * T.square(excess)
 
 
 def free_energy(nll, kl):
@@ -82,7 +82,7 @@ def generator_loss(f_gen, kind="elastic"):
     if kind == "abs":
         return T.mean(neg)
     if kind == "elastic":
-        return T.mean(0.5 * (neg + T.sqr(neg)))
+        return T.mean(0.5 * (neg + T.square(neg)))
     raise ValueError(f"generator loss kind must be one of {GENERATOR_LOSSES}, got {kind!r}")
 
 
@@ -96,4 +96,4 @@ def moment_matching(x_gen, x_data):
     cg, cd = x_gen - mu_g, x_data - mu_d
     cov_g = T.dot(cg.T, cg) / T.cast(x_gen.shape[0], x_gen.dtype)
     cov_d = T.dot(cd.T, cd) / T.cast(x_data.shape[0], x_data.dtype)
-    return T.sum(T.sqr(mu_g - mu_d)) + T.sum(T.sqr(cov_g - cov_d))
+    return T.sum(T.square(mu_g - mu_d)) + T.sum(T.square(cov_g - cov_d))
