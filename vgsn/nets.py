@@ -7,7 +7,7 @@ Names follow the 2015 code where users compare the two (SPEC.md section 5).
 """
 import numpy as np
 
-from vgsn.backend import T, floatX, shared
+from vgsn.backend import T, floatX, function, shared
 from vgsn.layers import Dense, Maxout, dropout_mask, hidden_bias, orthogonal, relu
 
 LOGVAR_MODES = ("head", "shared", "none")
@@ -221,3 +221,28 @@ class MaxoutGuide:
         a = self.output.apply(h)[:, 0]
         squash = np.float32(self.squash)
         return squash * T.tanh(a / squash), pre, hidden
+
+    def hidden_outputs(self, X):
+        """The maxout layers' outputs for rows ``X``, without noise (numpy in and out).
+
+        Compiled on the first call and cached. For the 2015 guide these are the two
+        maxout layers ``[h1, h2]`` of a loaded PeaNet (``vgsn.checkpoints.load_2015_guide``).
+
+        Parameters
+        ----------
+        X : array (rows, n_in)
+
+        Returns
+        -------
+        list of ndarray (rows, units), float32, one per maxout layer
+        """
+        X = np.asarray(X, dtype=floatX)
+        if X.ndim != 2 or X.shape[1] != self.n_in:
+            raise ValueError(f"{self.name}: hidden_outputs needs a (rows, {self.n_in}) array, "
+                             f"got shape {X.shape}")
+        fn = self.__dict__.get("_hidden_outputs_fn")
+        if fn is None:
+            x = T.matrix("x", dtype=floatX)
+            fn = function([x], self.apply(x)[2], name=f"{self.name}.hidden_outputs")
+            self._hidden_outputs_fn = fn
+        return [np.asarray(h) for h in fn(X)]

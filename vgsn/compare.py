@@ -1,0 +1,118 @@
+"""Side by side with the 2015 code: vgsn's free-energy terms for a 2015 q/p pair.
+
+Loads a q(z|x) / p(x|z) pair saved by the 2015 code's ``InfNet.save_to_file``
+(plain or gzipped) and a set of images, and prints what vgsn computes for them:
+-log p(x|z) and KL(q(z|x) || N(0, I)) with z = the posterior mean, and averaged
+over sampled z (the 2015 ``OneStageModel.compute_fe_terms(X, sample_count)``
+reports the sampled form, per row). Usage::
+
+    python -m vgsn.compare --q pt_osm_params_b80000_IN.pkl --p pt_osm_params_b80000_GN.pkl \\
+        --mnist data --split test --rows 2500 --samples 20
+    python -m vgsn.compare --q q.pkl.gz --p p.pkl.gz --x-type gaussian --images faces.npy
+
+``--images`` takes a ``.npy`` file of shape (rows, pixels) or (rows, h, w) with
+values in [0, 1] (uint8 is divided by 255).
+"""
+import argparse
+import pickle
+import sys
+
+import numpy as np
+
+
+def _parser():
+    ap = argparse.ArgumentParser(
+        prog="python -m vgsn.compare",
+        description="Load a 2015 q/p pair (InfNet pickles) and print vgsn's free-energy "
+                    "terms for a set of images, with z = the posterior mean and sampled.")
+    ap.add_argument("--q", required=True, help="2015 InfNet file of q(z|x) (plain or .gz)")
+    ap.add_argument("--p", required=True, help="2015 InfNet file of p(x|z) (plain or .gz)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help=".npy file: (rows, pixels) or (rows, h, w) in [0, 1]")
+    src.add_argument("--mnist", metavar="DIR",
+                     help="MNIST folder (IDX files or mnist.pkl.gz; nothing is downloaded)")
+    ap.add_argument("--split", choices=("train", "valid", "test"), default="test",
+                    help="MNIST split (default test)")
+    ap.add_argument("--x-type", choices=("bernoulli", "gaussian"), default="bernoulli",
+                    help="output model the pair was trained with (default bernoulli)")
+    ap.add_argument("--logvar-bound", type=float, default=6.0,
+                    help="B of the Gaussian's shared log-variance B tanh(b/B) (default 6)")
+    ap.add_argument("--rows", type=int, default=None, help="use the first ROWS images")
+    ap.add_argument("--samples", type=int, default=10,
+                    help="z samples per image for the sampled terms (default 10; 0 skips them)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the z samples")
+    ap.add_argument("--show", type=int, default=5, help="per-image rows to print (default 5)")
+    return ap
+
+
+def _images(args, x_dim):
+    if args.images is not None:
+        X = np.load(args.images, allow_pickle=False)
+        where = args.images
+        if X.dtype == np.uint8:
+            X = X / np.float32(255.0)
+        X = np.asarray(X, np.float32).reshape(len(X), -1)
+    else:
+        from vgsn.datasets import load_mnist
+        X = getattr(load_mnist(args.mnist, download=False), args.split)
+        where = f"MNIST {args.split} ({args.mnist})"
+    if X.shape[1] != x_dim:
+        raise SystemExit(f"error: {where} has {X.shape[1]} pixels per image but q expects "
+                         f"{x_dim} (are --q and --p swapped?)")
+    if X.size and (X.min() < 0.0 or X.max() > 1.0):
+        raise SystemExit(f"error: {where} has values outside [0, 1] (min {X.min()}, max {X.max()})")
+    if args.rows is not None:
+        X = X[:args.rows]
+    if not len(X):
+        raise SystemExit(f"error: {where} holds no images")
+    return X, where
+
+
+def compare(args, out=sys.stdout):
+    """Run the comparison for parsed ``args``; returns a dict of the per-row arrays."""
+    from vgsn.orig2015 import load_2015_model, read_2015_infnet
+
+    def say(line=""):
+        print(line, file=out)
+
+    q, p = read_2015_infnet(args.q), read_2015_infnet(args.p)
+    model = load_2015_model(q, p, x_type=args.x_type, logvar_bound=args.logvar_bound)
+    X, where = _images(args, model.x_dim)
+    say(f"q: {q.summary()}")
+    say(f"p: {p.summary()}")
+    line = f"model: x_type {args.x_type}, x {model.x_dim}, z {model.z_dim}"
+    if args.x_type == "gaussian":
+        line += (f", shared log-variance {model.shared_logvar():.6f} = {args.logvar_bound:g} "
+                 f"tanh(b / {args.logvar_bound:g}), b = {float(model.p.logvar_param.get_value()):.6f}")
+    say(line)
+    say(f"images: {len(X)} from {where}")
+    result = {}
+    nll, kl = model.free_energy_terms(X, use_mean=True)
+    result["nll_mean_z"], result["kl"] = nll, kl
+    columns = [("nll(z=mean)", nll), ("KL", kl), ("F(z=mean)", nll + kl)]
+    if args.samples > 0:
+        rng = np.random.default_rng(args.seed)
+        nll_s, _ = model.free_energy_terms(X, n_samples=args.samples, rng=rng)
+        result["nll_sampled"] = nll_s
+        columns += [(f"nll({args.samples} z)", nll_s), (f"F({args.samples} z)", nll_s + kl)]
+    width = max(14, max(len(name) for name, _ in columns) + 2)
+    say()
+    say("row".rjust(6) + "".join(name.rjust(width) for name, _ in columns))
+    for i in range(min(args.show, len(X))):
+        say(str(i).rjust(6) + "".join(f"{v[i]:{width}.4f}" for _, v in columns))
+    say("mean".rjust(6) + "".join(f"{np.mean(v):{width}.4f}" for _, v in columns))
+    return result
+
+
+def main(argv=None, out=sys.stdout):
+    args = _parser().parse_args(argv)
+    if args.samples < 0 or args.show < 0 or (args.rows is not None and args.rows < 1):
+        raise SystemExit("error: --samples and --show must be >= 0 and --rows >= 1")
+    try:
+        return compare(args, out=out)
+    except (ValueError, OSError, pickle.UnpicklingError) as exc:  # files that do not fit
+        raise SystemExit(f"error: {exc}") from exc
+
+
+if __name__ == "__main__":
+    main()
