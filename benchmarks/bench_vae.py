@@ -1,0 +1,135 @@
+"""Speed of one OneStageModel ``train_step`` at the paper's MNIST sizes.
+
+Prints, for MNIST-1 (784-1500-1500-64, Bernoulli) and MNIST-2 (784-1000-1000-50,
+Gaussian), batch 100 rows x 5 samples = 500: compile seconds with a cold and a
+warm compile cache (each in a fresh subprocess, the cold one with an empty
+temporary cache), the median seconds per update, GFLOP/s, and the ratio to this
+machine's SGEMM peak measured in the same run. The last line is machine-readable:
+
+    RESULT mnist1_s_per_update=<s> mnist1_peak_ratio=<r> mnist2_s_per_update=<s> mnist2_peak_ratio=<r>
+
+Usage: python benchmarks/bench_vae.py [--steps 30] [--no-compile-timing]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+SIZES = {
+    "mnist1": dict(x_dim=784, z_dim=64, q_hidden=(1500, 1500), p_hidden=(1500, 1500),
+                   x_type="bernoulli"),
+    "mnist2": dict(x_dim=784, z_dim=50, q_hidden=(1000, 1000), p_hidden=(1000, 1000),
+                   x_type="gaussian"),
+}
+ROWS, REPEAT = 100, 5
+
+
+def update_flops(cfg, rows=ROWS * REPEAT):
+    """Matrix-product FLOPs of one update: forward, and backward to weights and
+    inputs (no input gradient for q's first layer, whose input is data)."""
+    def layers(n_in, hidden, n_out, heads):
+        sizes = [n_in] + list(hidden)
+        dims = list(zip(sizes[:-1], sizes[1:])) + [(hidden[-1], n_out)] * heads
+        return dims
+    q = layers(cfg["x_dim"], cfg["q_hidden"], cfg["z_dim"], 2)
+    p = layers(cfg["z_dim"], cfg["p_hidden"], cfg["x_dim"], 1)
+    total = sum(6 * rows * a * b for a, b in q + p)
+    return total - 2 * rows * q[0][0] * q[0][1]
+
+
+def sgemm_peak(n=3000, repeats=5):
+    """Best float32 GEMM rate (GFLOP/s) of numpy's BLAS and of the backend's."""
+    from vgsn.backend import T, function
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    x, y = T.matrix(), T.matrix()
+    backend_dot = function([x, y], T.dot(x, y))
+    rates = {}
+    for name, f in (("numpy", np.dot), ("backend", backend_dot)):
+        f(a, a)
+        best = min(_timed(f, a, a) for _ in range(repeats))
+        rates[name] = 2 * n ** 3 / best / 1e9
+    return rates
+
+
+def _timed(f, *args):
+    t = time.perf_counter()
+    f(*args)
+    return time.perf_counter() - t
+
+
+def _build(name):
+    from vgsn.models import OneStageModel
+    return OneStageModel(**SIZES[name], seed=0, lr=1e-4)
+
+
+def compile_only(name):
+    """Child process: build and compile train_step, print the seconds as JSON."""
+    t = time.perf_counter()
+    model = _build(name)
+    model.compile(["train_step"])
+    print(json.dumps({"compile_s": time.perf_counter() - t}))
+
+
+def compile_seconds(name, cache_dir):
+    env = dict(os.environ)
+    from vgsn.backend import NAME
+    flag_var = NAME.upper() + "_FLAGS"
+    env[flag_var] = ",".join(f for f in [env.get(flag_var, ""), f"base_compiledir={cache_dir}"] if f)
+    out = subprocess.run([sys.executable, __file__, "--compile-only", name], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["compile_s"]
+
+
+def step_seconds(name, steps):
+    model = _build(name)
+    rng = np.random.default_rng(0)
+    X = rng.random((ROWS, SIZES[name]["x_dim"])).astype(np.float32)
+    model.train_step(X)                                  # compile + first call
+    times = [_timed(model.train_step, X) for _ in range(steps)]
+    return float(np.median(times))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--no-compile-timing", action="store_true",
+                        help="skip the cold/warm compile subprocesses")
+    parser.add_argument("--compile-only", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.compile_only:
+        compile_only(args.compile_only)
+        return
+    from vgsn.backend import NAME, config, library_version
+    peaks = sgemm_peak()
+    peak = max(peaks.values())
+    print(f"backend {NAME} {library_version}, blas {config.blas__ldflags!r}, {os.cpu_count()} cores")
+    print(f"SGEMM peak: numpy {peaks['numpy']:.1f} GFLOP/s, backend {peaks['backend']:.1f} GFLOP/s")
+    result = {}
+    for name in SIZES:
+        line = f"{name}: "
+        if not args.no_compile_timing:
+            with tempfile.TemporaryDirectory(prefix="vgsn-bench-cache-") as cache:
+                cold = compile_seconds(name, cache)
+                warm = compile_seconds(name, cache)
+            line += f"compile cold {cold:.1f} s, warm {warm:.1f} s; "
+        s = step_seconds(name, args.steps)
+        gflops = update_flops(SIZES[name]) / s / 1e9
+        ratio = gflops / peak
+        line += (f"{s * 1e3:.1f} ms per update (median of {args.steps}), "
+                 f"{update_flops(SIZES[name]) / 1e9:.2f} GFLOP -> {gflops:.1f} GFLOP/s, "
+                 f"{ratio:.2f} of SGEMM peak")
+        print(line, flush=True)
+        result[name] = (s, ratio)
+    print(f"RESULT mnist1_s_per_update={result['mnist1'][0]:.4f} "
+          f"mnist1_peak_ratio={result['mnist1'][1]:.3f} "
+          f"mnist2_s_per_update={result['mnist2'][0]:.4f} "
+          f"mnist2_peak_ratio={result['mnist2'][1]:.3f}")
+
+
+if __name__ == "__main__":
+    main()
