@@ -64,7 +64,7 @@ class HyperParams:
 
 def clip_norm(g, max_norm):
     """Scale ``g`` down so its L2 norm is at most ``max_norm`` (per tensor)."""
-    norm = T.sqrt(T.sum(T.sqr(g)))
+    norm = T.sqrt(T.sum(T.square(g)))
     max_norm = np.float32(max_norm)
     return g * T.minimum(np.float32(1.0), max_norm / T.maximum(norm, np.float32(1e-12)))
 
@@ -73,7 +73,7 @@ def l2_penalty(weights, weight):
     """``weight * sum_W ||W||^2`` over the given weight tensors (L2 weight decay)."""
     if not weights:
         return T.constant(np.float32(0.0))
-    return weight * sum(T.sum(T.sqr(w)) for w in weights)
+    return weight * sum(T.sum(T.square(w)) for w in weights)
 
 
 def sgd(cost_or_grads, params, learning_rate, momentum=0.0, max_norm=10.0, velocities=None):
