@@ -7,8 +7,10 @@ is measured in the same run, so the rate can be read against it.
 
 Work counted: the 10 sigmas share one distance matrix, so the GEMM work is two
 products of 10k x 10k x 784 (validation and test): 2 * 2 * 1e4 * 1e4 * 784 =
-0.31 TFLOP. The issue's "about 3 TFLOP" assumed one product per sigma (11 of
-them, 3.45 TFLOP); that figure's equivalent rate is printed too, labelled.
+0.31 TFLOP, and ``gpde_gflops`` is that divided by the total time. Recomputing
+the distances for every sigma (as the 2014 GAN Parzen script did) would be 11
+products, 1.7 TFLOP (the issue's "about 3 TFLOP" also counted the test set once
+per sigma); the rate that would need is printed too, labelled as such.
 
 Data: uniform random pixels in [0, 1]. Every distance is then close to every
 other, the worst case for the exponentials (at large sigmas no term is
@@ -62,7 +64,9 @@ def main(argv=None):
     n = 2000 if args.quick else args.rows
     d = args.dims
 
-    print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, "
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    print(f"numpy {np.__version__}, {os.cpu_count()} CPUs, load average {load} "
+          "(other processes slow every number below alike), "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
           f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}")
     sgemm = gemm_peak(np.float32)

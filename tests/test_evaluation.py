@@ -89,8 +89,8 @@ def test_memory_stays_bounded():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    inputs = 2 * C.nbytes  # the centred copy and its -2 multiple
-    assert peak < inputs + 0.1 * full_matrix, peak
+    inputs = C.nbytes  # the centred copy of the centres
+    assert peak < inputs + 0.15 * full_matrix, peak  # measured: ~0.07
 
 
 def test_gaussian_limit():
