@@ -1,0 +1,469 @@
+"""The paper's experiments (Sec. 7) as configs of plain fields.
+
+Every number an experiment uses is a field of :class:`Preset` with the paper's
+value as default, so a reader checks one place (SPEC.md sections 5-7). A preset
+runs in two phases over one update counter:
+
+1. ``pretrain_updates`` updates of the 1-step VAE (Fig. 1c, Eq. 3 / Eq. 5), then
+2. the fork: ``chain_updates`` updates of the guided 6-step chain (VCGLoop, Sec. 5-6)
+   and, with ``vae_branch`` (MNIST-1, Fig. 3), the same number of further 1-step
+   VAE updates on an independent copy of the pre-trained model.
+
+=============  ===========  =========  =======  =====================  ==================
+preset         paper        x model    q/p      updates                KL (lambda, gamma)
+=============  ===========  =========  =======  =====================  ==================
+mnist1         Fig. 3       Bernoulli  2x1500   100k + 100k (and VAE)  1, 0
+mnist2-ork     Fig. 4a-d    Gaussian   2x1000   80k + 120k             4, 0.1
+mnist2-var     Fig. 4a-d    Gaussian   2x1000   80k + 120k             1, 0
+mnist2-kl24    Sec. 7 text  Gaussian   2x1000   80k + 120k             24, 0.1
+tfd-ork        Fig. 4e-h    Gaussian   2x2000   150k + 60k             5, 0.1
+tfd-kl30       Sec. 7 text  Gaussian   2x2000   150k + 60k             30, 0.1
+quick          demo         Bernoulli  2x200    1500 + 150 (and VAE)   1, 0
+tfd-quick      demo         Gaussian   2x200    1500 + 150             5, 0.1
+tiny           tests        Bernoulli  2x32     40 + 40 (and VAE)      1, 0
+=============  ===========  =========  =======  =====================  ==================
+
+Paper versus the 2015 code
+--------------------------
+Where the two differ the presets follow the paper; ``code2015()`` returns the
+preset with the 2015 scripts' choices (``--code2015`` on the command line), or
+set single fields (``--momentum 0.5``):
+
+=======================  ===============================  ===============================
+field                    paper (default)                  2015 code (``code2015``)
+=======================  ===============================  ===============================
+``momentum``             0.0 ("plain SGD")                0.5 (``mom_1=0.5``)
+``step_decay``           0.1: every step's VAE cost       MNIST script 0.0 (step 0
+                         counts (Sec. 3 and 6 train p on  only), TFD script 0.1
+                         the unrolled pairs), decaying
+                         as the 2015 VCGLoop's default
+``chain_lr_decay_every`` 25k (what the code meant)        0 = never: its test
+                                                          ``(i+1 % 25000) == 0`` never fires
+``batch_size`` (TFD)     100 x 5 (Sec. 7)                 400 x 5
+``chain_steps`` (TFD)    6                                5 (``chain_len=5``)
+=======================  ===============================  ===============================
+
+The paper gives no per-step weights; equal weights (decay 1) were tried and let
+the later, easy-to-reconstruct chain states pull the 1-step bound down sharply
+(quick demo: bound -242 against -151 with 0.1 after 200 chain updates), so the
+presets keep the 2015 class default.
+
+The demos (``quick``, ``tfd-quick``) shrink the nets, use 50 x 5 rows per update,
+a higher learning rate (3e-3, plain SGD) and few updates, so the whole pipeline
+runs in a minute or two on two CPU cores; their numbers check the pipeline, they
+do not reproduce the paper.
+
+Learning rates are not in the paper ("the code provides full details on learning
+rates"), so they come from the 2015 scripts: MNIST pre-training 5e-4 with a
+linear warm-up over 10k updates and x0.9 every 20k; chain 4e-4 with a 5k warm-up;
+TFD pre-training 2e-3, warm-up 5k, x0.8 every 20k; chain 5e-4. The KL weight
+warms up linearly from 1 to lambda over the first 10k pre-training updates (the
+code's ``lam_kld_1 = 1 + scale * (lam_kld - 1)``).
+
+Evaluation follows Fig. 4: GPDE and the variational bound on the validation set
+every ``eval_every`` (10k) updates, the (-log p(x|z), KL) scatter of 10 passes
+over 150 validation rows every ``scatter_every`` (30k), prior samples at
+``samples_at`` (30k / 60k / 120k), chains from data (free and under a 16x16
+occluding patch) at the end of each phase; at the end the GPDE on the test set
+(10,000 samples, sigma chosen on the validation set), the bound and the
+importance-weighted log-likelihood.
+
+The presets are plain data: nothing here builds a model or touches a file.
+"""
+from dataclasses import dataclass, fields, replace
+
+__all__ = ["Preset", "PRESETS", "PAPER_GPDE", "REFERENCE_GPDE", "get_preset", "code2015",
+           "preset_names", "apply_overrides", "parse_value", "quick_for",
+           "SCRIPT_PRESETS"]
+
+#: The paper's test-set GPDE (nats) per experiment (SPEC.md section 7).
+PAPER_GPDE = {"mnist2-ork": 265.0, "mnist2-var": 220.0, "mnist2-kl24": 330.0,
+              "tfd-ork": 2060.0, "tfd-kl30": 2130.0}
+
+#: Earlier models on the same GPDE test, as the paper quotes them.
+REFERENCE_GPDE = {
+    "mnist": [("GSN (Bengio et al., 2014)", 214.0), ("GAN (Goodfellow et al., 2014)", 225.0)],
+    "tfd": [("GAN (Goodfellow et al., 2014)", 2050.0),
+            ("deep GSN / DAE (Bengio et al., 2013)", 2110.0)],
+}
+
+
+@dataclass
+class Preset:
+    """One experiment: every setting, the paper's values as defaults.
+
+    Model (SPEC.md sections 1, 5)
+    -----------------------------
+    dataset : str
+        ``load_dataset`` name ('mnist', 'tfd', 'olivetti', 'frey', 'digits').
+    fallback_dataset : str or None
+        Used (and said so) when ``dataset`` is not on disk; only the demos set it.
+    x_type : {'bernoulli', 'gaussian'}
+    hidden : tuple of int
+        ReLU hidden layers of q and p each.
+    z_dim : int
+    init_scale, logvar_bound : float
+        Orthogonal-init gain (1.4) and the shared log-variance bound B (6).
+
+    SGD (section 6)
+    ---------------
+    batch_size, batch_repeat : int
+        Distinct rows per update and z samples per row (100 x 5).
+    momentum : float
+        beta of m <- beta m + (1 - beta) g: 0 is the paper's plain SGD, 0.5 the code's.
+    max_norm : float
+        Per-tensor gradient-norm clip (10).
+
+    Pre-training: the 1-step VAE (Eq. 3 / Eq. 5)
+    --------------------------------------------
+    pretrain_updates : int
+    pretrain_lr, pretrain_warmup, pretrain_lr_decay, pretrain_lr_decay_every
+        lr(u) = lr * min(1, (u + 1) / warmup) * decay ** (u // decay_every).
+    pretrain_l2 : float
+        L2 weight decay on q and p (1e-5).
+    lam_kl, gamma_kl : float
+        Eq. 5's lambda and gamma (1, 0 = the plain free energy, "VAR").
+    kl_warmup : int
+        The KL weight rises linearly from 1 to lam_kl over this many updates.
+
+    The fork and the guided chain (Sec. 5-6)
+    ----------------------------------------
+    chain_updates : int
+        Updates after the fork (each branch).
+    vae_branch : bool
+        Also continue a copy as a 1-step VAE for ``chain_updates`` (Fig. 3b).
+    chain_steps : int
+        Unrolled steps (6).
+    walkback : bool
+        Reconstruct x0 at every step instead of the step's input.
+    step_decay : float
+        Step t's VAE cost weighs step_decay ** t (normalised; 0.1, see above).
+    gen_loss : {'elastic', 'abs'}
+        The generator's loss, Eq. 7 (Sec. 7: the half-rectified elastic net).
+    chain_lr, chain_warmup, chain_lr_decay, chain_lr_decay_every
+        Schedule of the chain phase (counted from the fork); the guide's
+        learning rate is ``guide_lr`` or, when None, the same.
+    chain_l2 : float
+        L2 weight decay on q and p in the chain phase (1e-4).
+    gen_weight, guide_weight : float
+        Weights of the two collaborative costs (25 each).
+    guide_l2 : float
+        The guide's lam_l2d * mean(f^2) (0.05).
+    guide_units, guide_pool, guide_init_scale, guide_input_noise
+        Maxout guide: 300 groups of 4 per layer, init 0.75 (MNIST) / 1.0 (TFD),
+        input noise 0 (MNIST) / 0.1 (TFD).
+    guide_data_rows : int
+        Training images shown to the guide per update (200).
+
+    Evaluation (Fig. 4)
+    -------------------
+    eval_every, scatter_every : int
+        GPDE + bound on validation data; the (-log p(x|z), KL) scatter (0 = never).
+    samples_at : tuple of int
+        Updates (counted over the whole run) at which prior samples are drawn.
+    gpde_samples : int
+        Model samples used as Parzen centres (10,000).
+    sigmas : {'mnist', 'tfd'}
+        The Parzen sigma grid (``vgsn.evaluation.MNIST_SIGMAS`` / ``TFD_SIGMAS``).
+    gpde_valid_rows, gpde_test_rows : int or None
+        Rows of the validation / test set used by the GPDE (None: all).
+    bound_rows, bound_samples : int or None, int
+        Validation (and, at the end, test) rows and z samples for the bound.
+    iwll_rows, iwll_k : int or None, int
+        Test rows and samples for the importance-weighted log-likelihood (end of run).
+    scatter_rows, scatter_passes : int
+        Fig. 4c: 150 validation rows, 10 passes.
+    chain_rows, chain_length : int
+        Chains drawn for the figures, and their length.
+
+    Running
+    -------
+    checkpoint_every, log_every : int
+        Checkpoint and metrics-row intervals (a checkpoint is also written at the
+        fork and at the end).
+    figures : bool
+        Write the PNG figures (tests switch them off to save time).
+    seed : int
+    fault_at : int or None
+        TESTING AID: before this update the learning rate is set to NaN, so the
+        run must stop as diverged. Never set it for real runs.
+    """
+
+    name: str = "custom"
+    summary: str = ""
+    figure: str = ""
+    dataset: str = "mnist"
+    fallback_dataset: str = None
+    # model
+    x_type: str = "bernoulli"
+    hidden: tuple = (1500, 1500)
+    z_dim: int = 64
+    init_scale: float = 1.4
+    logvar_bound: float = 6.0
+    # SGD
+    batch_size: int = 100
+    batch_repeat: int = 5
+    momentum: float = 0.0
+    max_norm: float = 10.0
+    # pre-training
+    pretrain_updates: int = 100_000
+    pretrain_lr: float = 5e-4
+    pretrain_warmup: int = 10_000
+    pretrain_lr_decay: float = 0.9
+    pretrain_lr_decay_every: int = 20_000
+    pretrain_l2: float = 1e-5
+    lam_kl: float = 1.0
+    gamma_kl: float = 0.0
+    kl_warmup: int = 10_000
+    # fork + guided chain
+    chain_updates: int = 100_000
+    vae_branch: bool = False
+    chain_steps: int = 6
+    walkback: bool = False
+    step_decay: float = 0.1
+    gen_loss: str = "elastic"
+    chain_lr: float = 4e-4
+    chain_warmup: int = 5_000
+    chain_lr_decay: float = 0.9
+    chain_lr_decay_every: int = 25_000
+    chain_l2: float = 1e-4
+    guide_lr: float = None
+    gen_weight: float = 25.0
+    guide_weight: float = 25.0
+    guide_l2: float = 0.05
+    guide_units: int = 300
+    guide_pool: int = 4
+    guide_init_scale: float = 0.75
+    guide_input_noise: float = 0.0
+    guide_data_rows: int = 200
+    # evaluation
+    eval_every: int = 10_000
+    scatter_every: int = 30_000
+    samples_at: tuple = (30_000, 60_000, 120_000)
+    gpde_samples: int = 10_000
+    sigmas: str = "mnist"
+    gpde_valid_rows: int = None
+    gpde_test_rows: int = None
+    bound_rows: int = None
+    bound_samples: int = 1
+    iwll_rows: int = 1000
+    iwll_k: int = 1000
+    scatter_rows: int = 150
+    scatter_passes: int = 10
+    chain_rows: int = 8
+    chain_length: int = 50
+    # running
+    checkpoint_every: int = 5_000
+    log_every: int = 100
+    figures: bool = True
+    seed: int = 1234
+    fault_at: int = None
+
+    @property
+    def total_updates(self):
+        """Pre-training plus chain updates (the run's update counter ends here)."""
+        return int(self.pretrain_updates) + int(self.chain_updates)
+
+    def to_dict(self):
+        """The fields as a JSON-friendly dict (tuples become lists)."""
+        return {f.name: (list(v) if isinstance(v, tuple) else v)
+                for f in fields(self) for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_dict(cls, values):
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown preset field(s): {', '.join(unknown)}")
+        kw = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+        return cls(**kw)
+
+    def validate(self):
+        """Raise ``ValueError`` naming the first field with an impossible value."""
+        def need(cond, name, what):
+            if not cond:
+                raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
+        for name in ("pretrain_updates", "chain_updates", "kl_warmup", "pretrain_warmup",
+                     "chain_warmup", "pretrain_lr_decay_every", "chain_lr_decay_every",
+                     "eval_every", "scatter_every", "checkpoint_every"):
+            need(int(getattr(self, name)) >= 0, name, ">= 0")
+        for name in ("z_dim", "batch_size", "batch_repeat", "chain_steps", "guide_units",
+                     "guide_pool", "guide_data_rows", "gpde_samples", "bound_samples",
+                     "iwll_k", "scatter_rows", "scatter_passes", "log_every"):
+            need(int(getattr(self, name)) >= 1, name, ">= 1")
+        need(self.total_updates >= 1, "pretrain_updates", "such that the run has at least 1 update")
+        need(self.x_type in ("bernoulli", "gaussian"), "x_type", "'bernoulli' or 'gaussian'")
+        need(self.sigmas in ("mnist", "tfd"), "sigmas", "'mnist' or 'tfd'")
+        need(self.gen_loss in ("elastic", "abs"), "gen_loss", "'elastic' or 'abs'")
+        need(len(self.hidden) >= 1 and all(int(h) >= 1 for h in self.hidden), "hidden",
+             "one or more positive layer sizes")
+        need(0.0 <= float(self.momentum) < 1.0, "momentum", "in [0, 1)")
+        for name in ("pretrain_lr", "chain_lr", "lam_kl", "pretrain_lr_decay", "chain_lr_decay"):
+            need(float(getattr(self, name)) > 0, name, "> 0")
+        for name in ("gamma_kl", "pretrain_l2", "chain_l2", "step_decay", "gen_weight",
+                     "guide_weight", "guide_l2", "guide_input_noise"):
+            need(float(getattr(self, name)) >= 0, name, ">= 0")
+        need(self.guide_lr is None or float(self.guide_lr) > 0, "guide_lr", "> 0 or None")
+        for name in ("gpde_valid_rows", "gpde_test_rows", "bound_rows", "iwll_rows"):
+            v = getattr(self, name)
+            need(v is None or int(v) >= 1, name, ">= 1 or None (all rows)")
+        return self
+
+
+def _mnist1(**kw):
+    return Preset(
+        name="mnist1", figure="Fig. 3",
+        summary="MNIST-1 (Fig. 3): Bernoulli, 2x1500, z 64; 100k VAE, then fork: 100k guided "
+                "6-step vs 100k more 1-step VAE",
+        dataset="mnist", x_type="bernoulli", hidden=(1500, 1500), z_dim=64,
+        pretrain_updates=100_000, chain_updates=100_000, vae_branch=True, **kw)
+
+
+def _mnist2(name, summary, lam_kl, gamma_kl):
+    return Preset(
+        name=name, figure="Fig. 4a-d", summary=summary,
+        dataset="mnist", x_type="gaussian", hidden=(1000, 1000), z_dim=50,
+        pretrain_updates=80_000, chain_updates=120_000, lam_kl=lam_kl, gamma_kl=gamma_kl)
+
+
+def _tfd(name, summary, lam_kl, gamma_kl):
+    return Preset(
+        name=name, figure="Fig. 4e-h", summary=summary,
+        dataset="tfd", x_type="gaussian", hidden=(2000, 2000), z_dim=100,
+        pretrain_updates=150_000, chain_updates=60_000, lam_kl=lam_kl, gamma_kl=gamma_kl,
+        pretrain_lr=2e-3, pretrain_warmup=5_000, pretrain_lr_decay=0.8, chain_lr=5e-4,
+        chain_lr_decay=0.8, guide_init_scale=1.0, guide_input_noise=0.1, sigmas="tfd",
+        samples_at=(30_000, 90_000, 150_000, 210_000))
+
+
+# Demo sizes: tiny nets and few updates, the pipeline unchanged.
+_DEMO = dict(
+    hidden=(200, 200), z_dim=20, batch_size=50, batch_repeat=5,
+    pretrain_updates=1500, chain_updates=150, pretrain_lr=3e-3, pretrain_warmup=50,
+    pretrain_lr_decay_every=0, kl_warmup=200, chain_lr=1e-3, chain_warmup=20,
+    chain_lr_decay_every=0, guide_units=64, guide_pool=4, guide_data_rows=100,
+    eval_every=500, scatter_every=750, samples_at=(500, 1500, 1650),
+    gpde_samples=2000, gpde_valid_rows=1000, gpde_test_rows=1000, bound_rows=1000,
+    bound_samples=1, iwll_rows=200, iwll_k=100, scatter_rows=150, scatter_passes=10,
+    chain_rows=6, chain_length=30, checkpoint_every=300, log_every=25)
+
+PRESETS = {p.name: p for p in [
+    _mnist1(),
+    _mnist2("mnist2-ork", "MNIST-2 ORK (Fig. 4a-d): Gaussian, 2x1000, z 50, lambda 4, gamma 0.1; "
+            "80k VAE + 120k guided 6-step (paper GPDE 265)", 4.0, 0.1),
+    _mnist2("mnist2-var", "MNIST-2 VAR (Fig. 4a-d): as mnist2-ork with the plain free energy "
+            "(lambda 1, gamma 0) (paper GPDE 220)", 1.0, 0.0),
+    _mnist2("mnist2-kl24", "MNIST-2 with KL weight 24 (Sec. 7 text): lambda 24, gamma 0.1 "
+            "(paper GPDE 330)", 24.0, 0.1),
+    _tfd("tfd-ork", "TFD ORK (Fig. 4e-h): Gaussian, 2x2000, z 100, lambda 5, gamma 0.1; "
+         "150k VAE + 60k guided 6-step (paper GPDE 2060)", 5.0, 0.1),
+    _tfd("tfd-kl30", "TFD with KL weight 30 (Sec. 7 text): lambda 30, gamma 0.1 "
+         "(paper GPDE 2130)", 30.0, 0.1),
+    Preset(name="quick", figure="demo",
+           summary="demo of mnist1 in minutes on a CPU: 2x200, z 20, 1500 VAE, then 150 guided / "
+                   "150 VAE updates; MNIST if present, else the bundled 8x8 digits",
+           dataset="mnist", fallback_dataset="digits", x_type="bernoulli", vae_branch=True,
+           **_DEMO),
+    Preset(name="tfd-quick", figure="demo",
+           summary="demo of tfd-ork in minutes on a CPU: 2x200, z 20, 1500 VAE + 150 guided; "
+                   "TFD if present, else a face stand-in (olivetti, frey)",
+           dataset="tfd", fallback_dataset="olivetti,frey", x_type="gaussian", lam_kl=5.0,
+           gamma_kl=0.1, sigmas="tfd", guide_init_scale=1.0, guide_input_noise=0.1, **_DEMO),
+    Preset(name="tiny", figure="tests",
+           summary="the test suite's run: bundled 8x8 digits, 64-32-32-4, 40 VAE + 40 guided / "
+                   "40 VAE updates, every evaluation and figure",
+           dataset="digits", x_type="bernoulli", hidden=(32, 32), z_dim=4, batch_size=20,
+           batch_repeat=2, pretrain_updates=40, chain_updates=40, vae_branch=True,
+           pretrain_lr=2e-3, pretrain_warmup=5, pretrain_lr_decay_every=20, kl_warmup=10,
+           chain_steps=3, chain_lr=1e-3, chain_warmup=5, chain_lr_decay_every=20,
+           guide_units=8, guide_pool=2, guide_data_rows=20, eval_every=20, scatter_every=40,
+           samples_at=(40, 80), gpde_samples=200, gpde_valid_rows=100, gpde_test_rows=100,
+           bound_rows=100, iwll_rows=20, iwll_k=10, scatter_rows=20, scatter_passes=2,
+           chain_rows=3, chain_length=6, checkpoint_every=15, log_every=5, momentum=0.5),
+]}
+
+#: Which presets each script offers (``run_mnist.py --help`` / ``run_tfd.py --help``).
+SCRIPT_PRESETS = {
+    "mnist": ["mnist1", "mnist2-ork", "mnist2-var", "mnist2-kl24", "quick", "tiny"],
+    "tfd": ["tfd-ork", "tfd-kl30", "tfd-quick"],
+}
+
+
+def quick_for(script):
+    """The ``--quick`` preset of a script ('mnist' or 'tfd')."""
+    return {"mnist": "quick", "tfd": "tfd-quick"}[script]
+
+
+def preset_names(script=None):
+    """All preset names, or those a script offers."""
+    return list(PRESETS) if script is None else list(SCRIPT_PRESETS[script])
+
+
+def get_preset(name):
+    """A fresh copy of the named preset; ``KeyError`` lists the known names."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return replace(PRESETS[name])
+
+
+def code2015(preset):
+    """The preset with the 2015 scripts' choices where they differ from the paper.
+
+    Momentum 0.5; step-cost decay 0.0 (MNIST script: only step 0 carries the VAE
+    cost) or 0.1 (TFD script); the chain learning rate never decays (the
+    script's decay test never fires); TFD: batch 400 and a 5-step chain.
+    """
+    tfd = preset.dataset == "tfd"
+    changes = dict(momentum=0.5, step_decay=0.1 if tfd else 0.0, chain_lr_decay_every=0)
+    if tfd:
+        changes.update(batch_size=400, chain_steps=5, guide_data_rows=800)
+    return replace(preset, **changes)
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(Preset)}
+_DEFAULTS = {f.name: f.default for f in fields(Preset)}
+_KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false",
+               tuple: "comma-separated whole numbers", str: "text"}
+
+
+def parse_value(name, text):
+    """Parse a command-line string for field ``name`` into the field's type.
+
+    ``none`` gives None (for the optional fields); tuples are comma-separated
+    ('1000,1000'); booleans accept true/false/1/0/yes/no.
+    Raises ``ValueError`` with a one-line message.
+    """
+    if name not in _FIELD_TYPES:
+        raise ValueError(f"unknown setting {name!r}; known: {', '.join(_FIELD_TYPES)}")
+    kind, default = _FIELD_TYPES[name], _DEFAULTS[name]
+    text = str(text).strip()
+    if text.lower() == "none":
+        return None
+    try:
+        if kind is tuple or isinstance(default, tuple):
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        if kind is bool:
+            low = text.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return low in ("true", "1", "yes")
+        if kind is int:
+            value = float(text)
+            if value != int(value):
+                raise ValueError(text)
+            return int(value)
+        if kind is float:
+            return float(text)
+        return text
+    except ValueError:
+        raise ValueError(f"{name} must be {_KIND_WORDS.get(kind, kind)}, got {text!r}") from None
+
+
+def apply_overrides(preset, changes):
+    """``preset`` with the fields in ``changes`` (name -> typed value) replaced;
+    ``ValueError`` names an unknown field."""
+    unknown = [name for name in changes if name not in _FIELD_TYPES]
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(_FIELD_TYPES)}")
+    return replace(preset, **changes)
