@@ -83,7 +83,8 @@ def test_quick_never_downloads_and_falls_back_to_digits(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "fetch", no_network)
     data, note = train.load_data(P.get_preset("quick"), tmp_path)
     assert data.name == "digits" and data.image_shape == (8, 8)
-    assert note.startswith("mnist not found") and "bundled scikit-learn digits" in note
+    assert note == f"mnist not found in {tmp_path}"
+    assert data.source.startswith("bundled scikit-learn digits")
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="MNIST not in ../shared/data/mnist")
@@ -111,4 +112,4 @@ def test_tfd_missing_explains_and_offers_the_stand_ins(capsys, tmp_path):
 def test_tfd_demo_takes_a_face_stand_in_and_says_so():
     data, note = train.load_data(P.get_preset("tfd-quick"), FACES_DIR)
     assert data.name == "olivetti" and data.image_shape == (48, 48)
-    assert note.startswith("tfd not found") and "Olivetti" in note
+    assert note == f"tfd not found in {FACES_DIR}" and "Olivetti" in data.source

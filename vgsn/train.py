@@ -130,7 +130,8 @@ def load_data(config, data_dir=None):
     -------
     data : vgsn.datasets.Dataset
     note : str or None
-        Why a fallback was used (said to the user and written in the report).
+        Why a fallback was used ("mnist not found in <folder>"), said to the user
+        and written in the report.
 
     Raises
     ------
@@ -153,8 +154,7 @@ def load_data(config, data_dir=None):
             data = load_dataset(alt, data_dir)
         except DatasetError:
             continue
-        return data, (f"{name} not found ({str(first).split('. Fix')[0]}); "
-                      f"using {data.source} instead")
+        return data, f"{name} not found in {resolve_data_dir(data_dir)}"
     if name == "tfd":
         raise TrainingError(
             f"{str(first).split('. Fix')[0]}. TFD is not public: if you have it, point --data-dir "
@@ -671,6 +671,8 @@ class Run:
         for p in (self.out / "evals").glob("*_u*.npz"):
             if int(p.stem.rsplit("_u", 1)[1]) > self.update:
                 p.unlink()
+        for p in self.out.glob(".*.h5.tmp-*"):   # a write the crash cut short
+            p.unlink()
         self.last_checkpoint = (self.out / "checkpoint.h5", self.update)
 
     # ---- the loop -------------------------------------------------------------------
@@ -769,7 +771,7 @@ class Run:
                   f"{len(self.data.valid):,} valid / {len(self.data.test):,} test, "
                   f"{self.data.image_shape[0]}x{self.data.image_shape[1]})"]
         if self.data_note:
-            lines += [f"- note: {self.data_note}"]
+            lines += [f"- {self.data_note}: the preset's fallback above was used"]
         after = (f"the guided {c.chain_steps}-step chain"
                  + (" and the 1-step VAE, one update each per step" if c.vae_branch else ""))
         lines += [f"- updates: {c.pretrain_updates:,} pre-training (1-step VAE) + "
@@ -911,7 +913,7 @@ def run(config, out, data_dir=None, quiet=False):
     r = Run(config, out, data, note, data_dir, quiet)
     r.say(f"preset {config.name}: {config.pretrain_updates:,} pre-training + "
           f"{config.chain_updates:,} chain updates -> {out}")
-    r.say(f"dataset: {data.source}" + (f" ({note})" if note else ""))
+    r.say(f"dataset: {note}; using {data.source}" if note else f"dataset: {data.source}")
     return r.train()
 
 
