@@ -195,7 +195,8 @@ def test_tiny_run_goes_end_to_end(tiny_run):
     assert {r["branch"] for r in after} == {"guided", "vae"}
     assert [r["update"] for r in after if r["branch"] == "guided"] == \
         [r["update"] for r in after if r["branch"] == "vae"] == list(range(45, 81, 5))
-    assert all(np.isfinite(r["gen_cost" if r["branch"] == "guided" else "cost"]) for r in train_rows)
+    cost = {"pretrain": "cost", "vae": "cost", "guided": "gen_cost"}
+    assert all(np.isfinite(r[cost[r["branch"]]]) for r in train_rows)
     assert {"guide_loss", "gen_loss", "vae_cost", "guide_acc"} <= set(after[0])
     # schedules reached the rows: the warm-up's end and the decay at 20 updates
     pre = {r["update"]: r for r in train_rows if r["branch"] == "pretrain"}
@@ -279,7 +280,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tiny_run, tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     out = tmp_path / "nan"
     c = _tiny(chain_updates=0, fault_at=22, figures=False)
     with pytest.raises(train.Diverged) as err:
@@ -290,10 +291,14 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     arrays, meta = load_run_checkpoint(out / "checkpoint.h5")
     assert meta["update"] == 15
     assert all(np.all(np.isfinite(v)) for v in arrays.values())
-    # A fault right before a checkpoint is due: the poisoned parameters are not saved.
+    # A fault right before a checkpoint is due: the poisoned parameters are not saved;
+    # the command line says so in one line and exits with status 1.
     out2 = tmp_path / "nan2"
-    with pytest.raises(train.Diverged, match="update 30: parameters became non-finite"):
-        train.run(replace(c, fault_at=30), out2, quiet=True)
+    code = train.cli_main(["--preset", "tiny", "--chain-updates", "0", "--no-figures", "--quiet",
+                           "--set", "fault_at=30", "--out", str(out2)], "mnist")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("run_mnist.py: error: update 30: parameters became non-finite")
     assert load_run_checkpoint(out2 / "checkpoint.h5")[1]["update"] == 15
 
 
