@@ -285,3 +285,298 @@ class OneStageModel:
         other = OneStageModel(**config, **self.hyper.values())
         other.set_state({p.name: p.get_value() for p in self.params})
         return other
+
+
+# =============================================================================
+# VCGLoop: the guided chain (Sec. 5-6, Fig. 2)
+# =============================================================================
+BPTT_MODES = ("stored", "autodiff")
+
+
+class VCGLoop:
+    """The VAE looped into a T-step chain, shaped by a MaxOut guide (Sec. 5-6, Fig. 2).
+
+    Starts from a (pre-trained) ``OneStageModel`` and trains ITS q and p parameters:
+    the paper's fork is ``VCGLoop(model.fork())`` (or keep ``model`` here and fork
+    the 1-step branch off it) - the same q/p go on either as a guided chain or as a
+    1-step VAE.
+
+    One update (``train_step``), all in one compiled function:
+
+    - the chain x0 -> z0 -> x1 -> ... -> x_T runs from each of the 100 rows of X0
+      repeated ``batch_repeat`` (5) times (500 chains), as one scan (``vgsn.chain``);
+    - the guide f sees the stacked input [X_data (200 rows); x_1 .. x_T (T x 500)]
+      with its training noise and is trained on
+      ``guide_weight * L_f`` (Eq. 6) ``+ lam_l2d * mean(f^2) + lam_l2a * sum_l mean(a_l^2)``
+      (a_l: the maxout layers' pre-activations);
+    - q and p are trained on ``gen_weight * L_g(f(x_1..x_T))`` (Eq. 7: 'elastic' =
+      the half-rectified elastic net of Sec. 7, or 'abs') ``+ moment_weight * MM``
+      ``+ sum_t w_t mean_rows(nll_t + Eq.5(kl_t)) + l2 * sum ||W||^2``, with w_t =
+      step_decay^t / sum (SPEC section 4), nll_t reconstructing the step's own input
+      (walkout) or x0 (walkback); gradients go back through every step (BPTT).
+
+    Who owns which hyperparameter: the KL weights (Eq. 5's lambda ``lam_kl`` and
+    gamma ``gamma_kl``) and the L2 weight ``l2`` of q and p are the MODEL's
+    (``model.hyper``, the very shared variables ``OneStageModel.train_step`` uses), so
+    one schedule drives the KL weight whichever way the model is trained. The loop's
+    own ``self.hyper`` holds ``lr_gen``, ``lr_guide``, ``gen_weight``,
+    ``guide_weight``, ``lam_l2d``, ``lam_l2a`` (and ``moment_weight`` when used).
+
+    Parameters
+    ----------
+    model : OneStageModel
+    guide : MaxoutGuide, optional
+        Built from the ``guide_*`` arguments when omitted.
+    steps : int
+        Unrolled steps T (6).
+    walkback : bool
+        Reconstruct x0 at every step instead of the step's own input (walkout).
+    step_decay : float
+        Step t's VAE cost weighs step_decay**t, normalised (2015 code 0.1; its MNIST
+        script 0.0 = step 0 only).
+    gen_loss : {'elastic', 'abs'}
+    moment_weight : float
+        Weight of the mean/covariance matching term (Sec. 5); 0 leaves it out of the graph.
+    data_rows : int
+        Rows of X_data the caller shows the guide per update (200); informational.
+    lr_gen, lr_guide : float
+        Learning rates of q/p and of the guide (4e-4: the 2015 chain phase).
+    lam_l2d, lam_l2a : float
+        Guide regularisers: output (0.05) and pre-activation (0.01) squares.
+    gen_weight, guide_weight : float
+        Weights of L_g and L_f (25 each in the 2015 scripts).
+    l2 : float or None
+        Sets ``model.hyper.l2`` (1e-4 in the chain phase); None keeps the model's.
+    momentum, max_norm : float
+        SGD momentum beta and per-tensor gradient clip, for q/p and the guide.
+    guide_units, guide_pool, guide_init_scale, guide_input_noise, guide_vis_drop,
+    guide_hid_drop, guide_bias_noise : the default guide's shape and noise (SPEC section 5)
+    bptt : {'stored', 'autodiff'}
+        'stored' (default): BPTT from stored activations (``vgsn.chain.chain_gradients``,
+        no forward recomputation); 'autodiff': ``grad`` through the scan.
+    unroll : {'scan', 'python'}
+        'python' builds the T steps in a Python loop (a reference; slower to compile).
+    seed : int
+        Seeds the default guide's init and ``self.rng``, which draws every noise.
+    """
+
+    def __init__(self, model, guide=None, steps=6, walkback=False, step_decay=0.1,
+                 gen_loss="elastic", moment_weight=0.0, data_rows=200, lr_gen=4e-4,
+                 lr_guide=4e-4, lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0, guide_weight=25.0,
+                 l2=1e-4, momentum=0.0, max_norm=10.0, guide_units=300, guide_pool=4,
+                 guide_init_scale=0.75, guide_input_noise=0.0, guide_vis_drop=0.2,
+                 guide_hid_drop=0.5, guide_bias_noise=0.1, bptt="stored", unroll="scan", seed=0):
+        from vgsn.chain import UNROLLS, step_weights
+        from vgsn.nets import MaxoutGuide
+
+        if gen_loss not in obj.GENERATOR_LOSSES:
+            raise ValueError(f"gen_loss must be one of {obj.GENERATOR_LOSSES}, got {gen_loss!r}")
+        if bptt not in BPTT_MODES:
+            raise ValueError(f"bptt must be one of {BPTT_MODES}, got {bptt!r}")
+        if unroll not in UNROLLS:
+            raise ValueError(f"unroll must be one of {UNROLLS}, got {unroll!r}")
+        if not 0.0 <= float(momentum) < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if int(data_rows) < 1:
+            raise ValueError(f"data_rows must be >= 1, got {data_rows}")
+        self.model = model
+        self.steps = int(steps)
+        self.step_weights = step_weights(self.steps, step_decay)   # validates steps, decay
+        self.walkback, self.step_decay, self.gen_loss = bool(walkback), float(step_decay), gen_loss
+        self.data_rows, self.bptt, self.unroll = int(data_rows), bptt, unroll
+        self.momentum = float(momentum)
+        self.max_norm = None if max_norm is None else float(max_norm)
+        self.use_moments = float(moment_weight) != 0.0
+        self.seed = int(seed)
+        if guide is None:
+            guide = MaxoutGuide(model.x_dim, np.random.default_rng([self.seed, 2]),
+                                units=guide_units, pool=guide_pool, init_scale=guide_init_scale,
+                                vis_drop=guide_vis_drop, hid_drop=guide_hid_drop,
+                                bias_noise=guide_bias_noise, input_noise=guide_input_noise)
+        elif guide.n_in != model.x_dim:
+            raise ValueError(f"the guide takes {guide.n_in} inputs, the model's x has {model.x_dim}")
+        self.guide = guide
+        self.rng = np.random.default_rng([self.seed, 3])
+        if l2 is not None:
+            model.hyper.set(l2=l2)
+        hyper = dict(lr_gen=lr_gen, lr_guide=lr_guide, gen_weight=gen_weight,
+                     guide_weight=guide_weight, lam_l2d=lam_l2d, lam_l2a=lam_l2a)
+        if self.use_moments:
+            hyper["moment_weight"] = moment_weight
+        self.hyper = HyperParams(prefix="vcg", **hyper)
+        self.params = list(model.params)            # q and p: trained by the generator cost
+        self.guide_params = list(guide.params)      # f: trained by the guide cost
+        self.velocities = []
+        if self.momentum != 0.0:
+            from vgsn.backend import shared
+            self.velocities = [shared(np.zeros_like(p.get_value()), name=f"vcg.{p.name}.velocity")
+                               for p in self.params + self.guide_params]
+        self._fns = {}
+
+    # ---- graph -----------------------------------------------------------------
+    def _noise_names(self):
+        names = self.guide.noise_names()
+        return names + (["vis_add"] if self.guide.input_noise > 0 else [])
+
+    def _build(self, name):
+        """Compile the function ``name``; the one place functions are built."""
+        if name == "train_step":
+            return self._build_train_step()
+        if name == "guide_output":
+            x = T.matrix("x", dtype=floatX)
+            return function([x], self.guide.apply(x)[0], name="guide_output")
+        raise KeyError(f"no compiled function named {name!r}")
+
+    def _build_train_step(self):
+        from vgsn.backend import grad
+        from vgsn.chain import chain_forward, chain_gradients
+
+        model, guide, hp, steps = self.model, self.guide, self.hyper, self.steps
+        x0 = T.matrix("x0", dtype=floatX)
+        x_data = T.matrix("x_data", dtype=floatX)
+        eps = T.tensor3("eps", dtype=floatX)
+        noise = {n: T.matrix(f"guide.noise.{n}", dtype=floatX) for n in self._noise_names()}
+        x0_rep = T.repeat(x0, model.batch_repeat, axis=0)
+        fwd = chain_forward(model, x0_rep, eps, walkback=self.walkback,
+                            store=self.bptt == "stored", unroll=self.unroll, steps=steps)
+        # The guide's stacked input: [data rows; x_1 .. x_T] (SPEC section 5).
+        x_gen = fwd.states.reshape((fwd.states.shape[0] * fwd.states.shape[1], model.x_dim))
+        f, pre, _ = guide.apply(T.concatenate([x_data, x_gen], axis=0), noise)
+        n_data = x_data.shape[0]
+        f_data, f_gen = f[:n_data], f[n_data:]
+        # Guide: Eq. 6 plus its regularisers.
+        guide_loss = obj.guide_loss(f_data, f_gen)
+        act_pen = sum(T.mean(T.square(a)) for a in pre)
+        guide_cost = (hp.guide_weight * guide_loss + hp.lam_l2d * T.mean(T.square(f))
+                      + hp.lam_l2a * act_pen)
+        # Generator (q and p): Eq. 7 on f(chain outputs) + weighted per-step VAE costs
+        # (Eq. 2 with Eq. 5's KL, the model's lambda / gamma) + L2 weight decay.
+        gen_loss = obj.generator_loss(f_gen, self.gen_loss)
+        # Step t's cost is model.vae_cost(nll[t], kl[t]) (Kbar = step t's minibatch mean),
+        # written over the whole (steps, rows) arrays so the graph does not grow with T.
+        kl_reg = obj.over_regularised_kl(fwd.kl, model.hyper.lam_kl, model.hyper.gamma_kl, axis=1)
+        step_costs = T.mean(fwd.nll + kl_reg, axis=1)
+        vae_cost = T.sum(T.constant(self.step_weights) * step_costs)
+        chain_cost = hp.gen_weight * gen_loss + vae_cost
+        moment = None
+        if self.use_moments:
+            moment = obj.moment_matching(x_gen, x_data)
+            chain_cost = chain_cost + hp.moment_weight * moment
+        l2 = model.weight_penalty()
+        # Gradients: the guide by its own cost only, q/p by the generator cost only.
+        g_guide = grad(guide_cost, self.guide_params)
+        if self.bptt == "stored":
+            g_states, g_nll, g_kl = grad(chain_cost, [fwd.states, fwd.nll, fwd.kl],
+                                         disconnected_inputs="ignore", return_disconnected="None")
+            g_chain = chain_gradients(model, fwd, g_states, g_nll, g_kl)
+            g_l2 = grad(l2, self.params, disconnected_inputs="ignore", return_disconnected="zero")
+            g_gen = [g_chain[p] + g for p, g in zip(self.params, g_l2)]
+        else:
+            g_gen = grad(chain_cost + l2, self.params)
+        n_gen = len(self.params)
+        vel = self.velocities or None
+        updates, _ = sgd(g_gen, self.params, hp.lr_gen, momentum=self.momentum,
+                         max_norm=self.max_norm, velocities=vel and vel[:n_gen])
+        g_updates, _ = sgd(g_guide, self.guide_params, hp.lr_guide, momentum=self.momentum,
+                           max_norm=self.max_norm, velocities=vel and vel[n_gen:])
+        updates.update(g_updates)
+        zero = np.float32(0.0)
+        acc = np.float32(0.5) * (T.mean(T.gt(f_data, zero)) + T.mean(T.lt(f_gen, zero)))
+        outputs = [guide_loss, gen_loss, vae_cost, guide_cost, chain_cost + l2, l2,
+                   T.mean(fwd.nll, axis=1), T.mean(fwd.kl, axis=1), T.mean(f_data), T.mean(f_gen),
+                   acc, moment if moment is not None else T.constant(zero)]
+        inputs = [x0, x_data, eps] + [noise[n] for n in self._noise_names()]
+        return function(inputs, outputs, updates=updates, name="train_step")
+
+    def _fn(self, name):
+        if name not in self._fns:
+            self._fns[name] = self._build(name)
+        return self._fns[name]
+
+    def compile(self, names=("train_step", "guide_output")):
+        """Compile the named functions now (otherwise each compiles on first use)."""
+        for name in names:
+            self._fn(name)
+        return self
+
+    # ---- numpy API ---------------------------------------------------------
+    def draw_noise(self, chain_rows, data_rows):
+        """Every noise one update consumes, drawn from ``self.rng`` in a fixed order:
+        the chain's eps (steps, chain_rows, z_dim), then the guide's noise for
+        ``data_rows + steps * chain_rows`` stacked rows (``MaxoutGuide.draw_noise``)."""
+        eps = self.rng.standard_normal((self.steps, chain_rows, self.model.z_dim), dtype=np.float32)
+        noise = self.guide.draw_noise(self.rng, data_rows + self.steps * chain_rows)
+        return eps, [noise[n] for n in self._noise_names()]
+
+    def train_step(self, X0, X_data):
+        """One update of the guide and of q/p (see the class docstring).
+
+        Parameters
+        ----------
+        X0 : ndarray (rows, x_dim)
+            Distinct chain starts (100); each is repeated ``batch_repeat`` (5) times.
+        X_data : ndarray (data_rows, x_dim)
+            Training images for the guide's data side (200).
+
+        Returns
+        -------
+        dict of floats: ``guide_loss`` (Eq. 6), ``gen_loss`` (Eq. 7, unweighted),
+        ``vae_cost`` (the step-weighted VAE cost, Eq. 5 KL), ``guide_cost`` and
+        ``gen_cost`` (the totals each side minimises, regularisers included), ``l2``,
+        ``nll`` and ``kl`` (means over rows and steps), ``nll_first`` / ``kl_first``
+        (step 0: the 1-step VAE's terms), ``f_data`` / ``f_gen`` (mean guide output
+        on each side), ``guide_acc`` (balanced accuracy of sign(f)), ``moment``
+        (0 unless used); plus ``nll_steps`` / ``kl_steps``, (steps,) arrays.
+        """
+        X0 = _as_rows(X0, self.model.x_dim, "train_step X0")
+        X_data = _as_rows(X_data, self.model.x_dim, "train_step X_data")
+        eps, noise = self.draw_noise(X0.shape[0] * self.model.batch_repeat, X_data.shape[0])
+        (guide_loss, gen_loss, vae_cost, guide_cost, gen_cost, l2, nll_t, kl_t, f_data, f_gen,
+         acc, moment) = self._fn("train_step")(X0, X_data, eps, *noise)
+        nll_t, kl_t = np.asarray(nll_t, np.float64), np.asarray(kl_t, np.float64)
+        out = dict(guide_loss=guide_loss, gen_loss=gen_loss, vae_cost=vae_cost,
+                   guide_cost=guide_cost, gen_cost=gen_cost, l2=l2, nll=nll_t.mean(),
+                   kl=kl_t.mean(), nll_first=nll_t[0], kl_first=kl_t[0], f_data=f_data,
+                   f_gen=f_gen, guide_acc=acc, moment=moment)
+        out = {k: float(v) for k, v in out.items()}
+        out.update(nll_steps=nll_t, kl_steps=kl_t)
+        return out
+
+    def guide_output(self, X):
+        """The noise-free guide f(x), (rows,): an estimate of log D(x)/G(x)."""
+        return self._fn("guide_output")(_as_rows(X, self.model.x_dim, "guide_output input"))
+
+    def run_chain(self, X0, steps, mask=None, control=None, sigma_scale=1.0, rng=None):
+        """Every state of a ``steps``-step chain from ``X0`` (see ``vgsn.chain.run_chain``);
+        noise from ``rng`` (default ``self.rng``). Returns (steps + 1, rows, x_dim)."""
+        from vgsn.chain import run_chain
+        return run_chain(self.model, X0, steps, mask=mask, control=control,
+                         sigma_scale=sigma_scale, rng=self.rng if rng is None else rng)
+
+    # ---- state -------------------------------------------------------------
+    def state_variables(self):
+        """Every shared variable of the loop's state: q/p and guide parameters, the
+        loop's momentum and hyperparameters (the model's own hyper is the model's)."""
+        return (self.params + self.guide_params + list(self.velocities)
+                + [self.hyper._vars[n] for n in self.hyper.names()])
+
+    def get_state(self):
+        """dict name -> array copy of ``state_variables()``."""
+        return {v.name: np.array(v.get_value()) for v in self.state_variables()}
+
+    def set_state(self, values, strict=True):
+        """Load arrays by name; with ``strict`` every parameter must be present."""
+        known = {v.name: v for v in self.state_variables()}
+        if strict:
+            missing = [p.name for p in self.params + self.guide_params if p.name not in values]
+            if missing:
+                raise ValueError(f"state is missing parameters: {', '.join(missing)}")
+        for name, value in values.items():
+            if name not in known:
+                continue
+            var = known[name]
+            value = np.asarray(value, dtype=var.dtype)
+            if value.shape != var.get_value().shape:
+                raise ValueError(
+                    f"{name}: shape {value.shape} does not fit the loop's {var.get_value().shape}")
+            var.set_value(value)

@@ -44,15 +44,18 @@ def gaussian_kl(mu_q, lv_q, mu_p=0.0, lv_p=0.0):
     return 0.5 * (lv_p - lv_q + T.exp(lv_q - lv_p) + T.square(mu_q - mu_p) * T.exp(-lv_p) - 1.0)
 
 
-def over_regularised_kl(kl, lam, gamma):
+def over_regularised_kl(kl, lam, gamma, axis=None):
     """Eq. 5: lam * KL + gamma * ([KL - Kbar]_+)^2, per row.
 
     ``kl`` is the per-row KL (rows,). Kbar is the minibatch mean of ``kl`` held
     constant (no gradient through Kbar, nor through the mask [.]_+ > 0, as the 2015
     code did): a row whose KL is below Kbar gets exactly ``lam`` times the plain KL
     gradient. lam = 1, gamma = 0 is the plain KL of Eq. 3.
+
+    ``axis`` (e.g. 1 for a (steps, rows) array of per-step KLs) takes Kbar over that
+    axis only: one minibatch mean per step of an unrolled chain.
     """
-    kbar = disconnected_grad(T.mean(kl))
+    kbar = disconnected_grad(T.mean(kl, axis=axis, keepdims=axis is not None))
     excess = T.maximum(kl - kbar, 0.0)
     return lam * kl + gamma * T.square(excess)
 
