@@ -539,7 +539,7 @@ class Run:
         from vgsn.chain import run_chain
 
         c, u = self.config, self.update
-        X0 = self.data.valid[:c.chain_rows]
+        X0 = self.data.valid[np.linspace(0, len(self.data.valid) - 1, c.chain_rows).astype(int)]
         for name, model in self.branches():
             rng = self._eval_rng(name, 6)
             free = run_chain(model, X0, c.chain_length, rng=rng)
