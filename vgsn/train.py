@@ -706,8 +706,9 @@ class Run:
         kill_at = os.environ.get("VGSN_TEST_KILL_AT")
         kill_at = int(kill_at) if kill_at else None
         self._bar = tqdm(total=self.total, initial=self.update, unit="upd", file=sys.stderr,
-                         disable=self.quiet or not sys.stderr.isatty(), dynamic_ncols=True,
+                         disable=self.quiet or not _interactive(), dynamic_ncols=True,
                          smoothing=0.05, desc=self.phase_at(self.update))
+        self._running = {}
         plain_every = max(c.log_every, self.total // 20)
         t0 = time.time()
         self.model.compile(("train_step",))
@@ -730,9 +731,10 @@ class Run:
                 self._accumulate(results)
                 self.update += 1
                 self._bar.update(1)
+                postfix = self._postfix(results)
                 if self.update % max(1, min(c.log_every, 50)) == 0:
                     self._bar.set_description(phase)
-                    self._bar.set_postfix(self._postfix(results), refresh=False)
+                    self._bar.set_postfix(postfix, refresh=False)
                 self.after_update()
                 if kill_at is not None and self.update == kill_at:
                     os.kill(os.getpid(), signal.SIGKILL)
@@ -741,9 +743,9 @@ class Run:
                     t = time.time()
                     rate = (self.update - u_line) / max(t - t_line, 1e-9)
                     eta = (self.total - self.update) / max(rate, 1e-9)
+                    costs = ", ".join(f"{k} {v}" for k, v in postfix.items())
                     self.say(f"update {self.update:,}/{self.total:,} ({phase}) {rate:.1f} upd/s, "
-                             f"ETA {_hms(eta)}; " + ", ".join(
-                                 f"{k} {v}" for k, v in self._postfix(results).items()))
+                             f"ETA {_hms(eta)}; {costs}")
                     t_line, u_line = t, self.update
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted at update {self.update:,}; "
@@ -836,13 +838,25 @@ class Run:
         return path
 
     def _postfix(self, results):
+        """Running costs for the progress display (a moving average over about the
+        last 20 updates; display only, never saved)."""
         out = {}
         for name, result in results.items():
-            short = name[0]
             for k in ("cost", "gen_cost", "nll", "kl", "guide_loss", "guide_acc"):
                 if k in result:
-                    out[f"{short}.{k}"] = f"{result[k]:.3g}"
+                    key = f"{name[0]}.{k}"
+                    old = self._running.get(key, result[k])
+                    self._running[key] = 0.95 * old + 0.05 * result[k]
+                    out[key] = f"{self._running[key]:.3g}"
         return out
+
+
+def _interactive():
+    """A progress bar can be drawn: stderr is a terminal with a width."""
+    try:
+        return sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _hms(seconds):
