@@ -1,0 +1,254 @@
+"""Benchmark the guided chain: one VCGLoop update, the bare unrolled chain, compile times.
+
+What is timed
+-------------
+1. ``VCGLoop.train_step`` (the whole update: 6-step chain from 100 x 5 rows, the
+   guide on [200 data rows; 6 x 500 chain outputs], both SGD updates, host noise)
+   at the 2015 MNIST script's sizes (q/p 2 x 1000, z 50, Gaussian x) and at the
+   paper's MNIST-1 sizes (2 x 1500, z 64, Bernoulli x); guide 300 x 4 maxout, 2 layers.
+   Median seconds per update after two warm-up updates.
+2. The bare chain (encode-sample-decode, T = 6, 500 rows, a cost on every step's
+   state and free energy, gradients w.r.t. q/p only) in three builds of the SAME step:
+   ``scan + stored BPTT`` (vgsn's default: ``chain_gradients``), ``scan + autodiff``
+   (``grad`` through the scan) and ``python unroll + autodiff``. This is where scan's
+   own overhead shows.
+3. Compile seconds of ``train_step``: cold (a fresh, empty compile cache, in a child
+   process, so every C op is compiled) and warm (a second child on that cache), and
+   warm compile time for T = 2, 6, 12.
+
+Work (GEMM FLOPs) is counted as 3 x the forward GEMMs (forward, and the two GEMMs of
+the backward: dX and dW), chain and guide, the convention of the issue (~92 GFLOP
+per update at the 2015 sizes); the machine's SGEMM peak is measured in the same run.
+The machine is shared: the load average is printed next to the timings.
+
+    python benchmarks/bench_chain.py            # everything (about 15 minutes)
+    python benchmarks/bench_chain.py --quick    # fewer updates, no autodiff-scan build
+
+The last line is ``RESULT chain6_2015sizes_s_per_update=<s> chain6_mnist1_s_per_update=<s>
+compile_cold_s=<s> compile_warm_s=<s> compile_T12_over_T2=<ratio>``.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+SIZES = {
+    "2015": dict(x_dim=784, z_dim=50, hidden=1000, x_type="gaussian"),
+    "mnist1": dict(x_dim=784, z_dim=64, hidden=1500, x_type="bernoulli"),
+}
+CHAIN_ROWS, REPEAT, DATA_ROWS, GUIDE_UNITS, GUIDE_POOL = 100, 5, 200, 300, 4
+
+
+def gemm_peak(n=2048, repeats=7):
+    """Best-of-``repeats`` GFLOP/s of an n x n x n float32 numpy matmul."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n), dtype=np.float32)
+    b = rng.random((n, n), dtype=np.float32)
+    a @ b
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+def update_gflop(size, steps=6):
+    """3 x forward GEMM FLOPs of one update (chain + guide), in GFLOP."""
+    s = SIZES[size]
+    x, z, h = s["x_dim"], s["z_dim"], s["hidden"]
+    rows = CHAIN_ROWS * REPEAT
+    chain_macs = (x * h + h * h + h * 2 * z) + (z * h + h * h + h * x)   # q, then p
+    g_rows = DATA_ROWS + steps * rows
+    lin = GUIDE_UNITS * GUIDE_POOL
+    guide_macs = x * lin + GUIDE_UNITS * lin + GUIDE_UNITS
+    chain = 3 * 2 * chain_macs * rows * steps
+    guide = 3 * 2 * guide_macs * g_rows
+    return (chain + guide) / 1e9, chain / 1e9
+
+
+def load():
+    try:
+        return "%.1f" % os.getloadavg()[0]
+    except OSError:
+        return "?"
+
+
+# ---- builders ----------------------------------------------------------------------
+def make_loop(size, steps=6, bptt="stored", unroll="scan", seed=0):
+    from vgsn.models import OneStageModel, VCGLoop
+    s = SIZES[size]
+    model = OneStageModel(s["x_dim"], s["z_dim"], q_hidden=(s["hidden"],) * 2,
+                          p_hidden=(s["hidden"],) * 2, x_type=s["x_type"], seed=seed)
+    return VCGLoop(model, steps=steps, bptt=bptt, unroll=unroll, guide_units=GUIDE_UNITS,
+                   guide_pool=GUIDE_POOL, seed=seed)
+
+
+def time_loop(loop, updates):
+    """(median s per train_step, median s of the host noise draw alone)."""
+    rng = np.random.default_rng(1)
+    X = rng.random((2000, loop.model.x_dim), dtype=np.float32)
+    for _ in range(2):
+        loop.train_step(X[:CHAIN_ROWS], X[CHAIN_ROWS:CHAIN_ROWS + DATA_ROWS])
+    times = []
+    for i in range(updates):
+        a = rng.integers(0, 1800)
+        t = time.perf_counter()
+        loop.train_step(X[a:a + CHAIN_ROWS], X[a:a + DATA_ROWS])
+        times.append(time.perf_counter() - t)
+    noise = []
+    for _ in range(3):
+        t = time.perf_counter()
+        loop.draw_noise(CHAIN_ROWS * REPEAT, DATA_ROWS)
+        noise.append(time.perf_counter() - t)
+    return float(np.median(times)), float(np.median(noise))
+
+
+def bare_chain_fn(size, variant, steps=6):
+    """Compiled f(x0, eps, R) -> gradients of a cost on every step, w.r.t. q/p."""
+    from vgsn import chain
+    from vgsn.backend import T, function, grad
+    from vgsn.models import OneStageModel
+    s = SIZES[size]
+    model = OneStageModel(s["x_dim"], s["z_dim"], q_hidden=(s["hidden"],) * 2,
+                          p_hidden=(s["hidden"],) * 2, x_type=s["x_type"], seed=0)
+    x0, eps, R = T.matrix("x0"), T.tensor3("eps"), T.tensor3("R")
+    unroll = "python" if variant == "python unroll + autodiff" else "scan"
+    stored = variant == "scan + stored BPTT"
+    fwd = chain.chain_forward(model, x0, eps, store=stored, unroll=unroll, steps=steps)
+    cost = T.sum(fwd.states * R) + T.mean(fwd.nll) + T.mean(fwd.kl)
+    if stored:
+        g = grad(cost, [fwd.states, fwd.nll, fwd.kl])
+        grads = chain.chain_gradients(model, fwd, *g)
+        outs = [grads[p] for p in model.params]
+    else:
+        outs = grad(cost, model.params)
+    t = time.perf_counter()
+    fn = function([x0, eps, R], outs, name="bare_chain")
+    return fn, time.perf_counter() - t, model
+
+
+def time_bare(size, variant, updates, steps=6):
+    fn, compile_s, model = bare_chain_fn(size, variant, steps)
+    rng = np.random.default_rng(2)
+    rows = CHAIN_ROWS * REPEAT
+    x0 = rng.random((rows, model.x_dim), dtype=np.float32)
+    eps = rng.standard_normal((steps, rows, model.z_dim), dtype=np.float32)
+    R = rng.standard_normal((steps, rows, model.x_dim), dtype=np.float32)
+    fn(x0, eps, R)
+    times = []
+    for _ in range(updates):
+        t = time.perf_counter()
+        fn(x0, eps, R)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times)), compile_s
+
+
+# ---- child processes (compile timings) ---------------------------------------------
+def child_compile(size, steps):
+    """Run in a child: build the loop and time ``compile`` only."""
+    loop = make_loop(size, steps=steps)
+    t = time.perf_counter()
+    loop.compile(("train_step",))
+    print(json.dumps({"compile_s": time.perf_counter() - t}))
+
+
+def run_child(size, steps, compiledir=None):
+    env = dict(os.environ)
+    if compiledir is not None:
+        from vgsn.backend import NAME
+        key = NAME.upper() + "_FLAGS"
+        env[key] = ",".join(f for f in [env.get(key, ""), f"base_compiledir={compiledir}"] if f)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", size, str(steps)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    for line in out.stdout.splitlines()[::-1]:
+        if line.startswith("{"):
+            return json.loads(line)["compile_s"]
+    raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="3 updates each, skip the autodiff-scan builds")
+    ap.add_argument("--updates", type=int, default=10, help="timed updates per configuration")
+    ap.add_argument("--skip-cold", action="store_true", help="skip the cold-cache compile")
+    ap.add_argument("--child", nargs=2, metavar=("SIZE", "STEPS"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child_compile(args.child[0], int(args.child[1]))
+        return
+    from vgsn.backend import NAME, library_version
+    updates = 3 if args.quick else args.updates
+    peak = gemm_peak()
+    print(f"{NAME} {library_version}; SGEMM peak {peak:.0f} GFLOP/s (numpy float32 2048^3); "
+          f"load {load()}")
+
+    # 1. compile: cold (fresh cache) and warm, then warm versus T
+    if args.skip_cold:
+        cold = float("nan")
+        run_child("2015", 6)
+        warm = run_child("2015", 6)
+    else:
+        with tempfile.TemporaryDirectory(prefix="vgsn_cold_") as d:
+            cold = run_child("2015", 6, d)
+            warm = run_child("2015", 6, d)
+    print(f"\ntrain_step compile (2015 sizes, T=6): cold {cold:.1f} s (empty cache), "
+          f"warm {warm:.1f} s; load {load()}")
+    by_t = {}
+    for steps in (2, 6, 12):
+        run_child("2015", steps)                 # fills the cache for this T
+        by_t[steps] = run_child("2015", steps)
+        print(f"  warm compile, T={steps:2d}: {by_t[steps]:.1f} s")
+    ratio = by_t[12] / by_t[2]
+
+    # 2. one update of the guided chain
+    per_update = {}
+    print(f"\n{'sizes':8s} {'build':28s} {'s/update':>9s} {'GFLOP':>6s} {'GFLOP/s':>8s} "
+          f"{'of peak':>8s} {'noise s':>8s} {'compile s':>9s}")
+    variants = [("scan", "stored")]
+    if not args.quick:
+        variants += [("python", "autodiff")]
+    for size in ("2015", "mnist1"):
+        gflop, _ = update_gflop(size)
+        for unroll, bptt in (variants if size == "2015" else variants[:1]):
+            loop = make_loop(size, bptt=bptt, unroll=unroll)
+            t = time.perf_counter()
+            loop.compile(("train_step",))
+            c = time.perf_counter() - t
+            s, noise = time_loop(loop, updates)
+            if (unroll, bptt) == ("scan", "stored"):
+                per_update[size] = s
+            label = f"{unroll} + {bptt} BPTT" if bptt == "stored" else f"{unroll} + autodiff"
+            print(f"{size:8s} {label:28s} {s:9.3f} {gflop:6.1f} {gflop / s:8.1f} "
+                  f"{gflop / s / peak:8.2f} {noise:8.3f} {c:9.1f}   (load {load()})")
+            del loop
+
+    # 3. the bare chain: scan's overhead against a Python unroll of the same step
+    print("\nbare 6-step chain with BPTT (500 rows, gradients w.r.t. q/p only)")
+    print(f"{'sizes':8s} {'build':28s} {'s/call':>9s} {'GFLOP':>6s} {'GFLOP/s':>8s} {'compile s':>9s}")
+    bare = ["scan + stored BPTT", "python unroll + autodiff"]
+    if not args.quick:
+        bare.append("scan + autodiff")
+    for size in ("mnist1", "2015"):
+        _, chain_gflop = update_gflop(size)
+        for variant in bare:
+            s, c = time_bare(size, variant, updates)
+            print(f"{size:8s} {variant:28s} {s:9.3f} {chain_gflop:6.1f} {chain_gflop / s:8.1f} "
+                  f"{c:9.1f}   (load {load()})")
+
+    print(f"\nRESULT chain6_2015sizes_s_per_update={per_update['2015']:.3f} "
+          f"chain6_mnist1_s_per_update={per_update['mnist1']:.3f} compile_cold_s={cold:.1f} "
+          f"compile_warm_s={warm:.1f} compile_T12_over_T2={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
