@@ -255,7 +255,7 @@ MODES, RADIUS, MODE_STD = 8, 0.3, 0.03
 _ANGLES = 2 * np.pi * np.arange(MODES) / MODES
 CENTRES = np.stack([0.5 + RADIUS * np.cos(_ANGLES), 0.5 + RADIUS * np.sin(_ANGLES)], axis=1)
 TOY = dict(pretrain=2000, updates=1000, lr=1e-3, guide_lr=3e-3, chain_rows=40, data_rows=80,
-           chain_eval_steps=30)
+           moment_weight=3.0, chain_eval_steps=30)
 
 
 def mixture(n, rng):
@@ -313,7 +313,7 @@ def toy():
     out["vae"] = chain_quality(model, X0, ref)
     model.set_state(pretrained)          # the fork: same start for the guided branch
     loop = VCGLoop(model, steps=6, step_decay=0.1, lr_gen=TOY["lr"], lr_guide=TOY["guide_lr"],
-                   l2=0.0, guide_units=64, guide_pool=2, guide_init_scale=2.0, guide_vis_drop=0.0,
+                   moment_weight=TOY["moment_weight"], l2=0.0, guide_units=64, guide_pool=2, guide_init_scale=2.0, guide_vis_drop=0.0,
                    guide_hid_drop=0.0, guide_bias_noise=0.0, seed=0)
     history = [loop.train_step(D[rng.integers(0, len(D), TOY["chain_rows"])],
                                D[rng.integers(0, len(D), TOY["data_rows"])])
@@ -326,19 +326,36 @@ def toy():
 def test_guided_chain_stays_near_the_data(toy):
     """The paper's claim (Sec. 7, Fig. 3): after the fork, guided unrolled training keeps
     long chains on the data; the same number of 1-step VAE updates does not.
-    Measured (seed 0, Aesara and PyTensor alike to ~1e-3): mean over chain steps 1..30 of
-    MMD^2 to held-out data 0.066 (VAE) vs 0.025 (guided), 0.058 pre-trained; fraction of
-    states near a mode 0.51 vs 0.68 (0.56 pre-trained). With gen_weight = 0 (no guide)
-    the same loop gives MMD^2 0.090: the improvement is the guide's."""
+
+    Measured (seed 0), means over chain steps 1..30 from 500 held-out starts:
+
+    ======================  =============  ===========  ====================
+    model                   MMD^2          near a mode  share of each mode
+    ======================  =============  ===========  ====================
+    pre-trained             0.059          0.56         0.11 - 0.14
+    + 1000 VAE updates      0.067          0.51         0.11 - 0.14
+    + 1000 guided updates   0.024 / 0.025  0.68         0.11 - 0.15 / 0.17
+    ======================  =============  ===========  ====================
+
+    (guided: Aesara / PyTensor; the others agree to 1e-4)
+    (data: near 0.99, shares 0.125). Ablations on the same loop: gen_weight = 0 (no
+    guide; the per-step VAE cost and moment matching only): MMD^2 0.091, near 0.37, so
+    the improvement is the guide's. moment_weight = 0: MMD^2 0.033, near 0.69, but the
+    chain's mass drifts between modes (shares 0.06 - 0.21): the moment-matching term is
+    the paper's remedy for such collapses (Sec. 5). The guide's batch accuracy hovers
+    at 0.5: it finds over-dense regions and the generator empties them within a few
+    updates. With a well-fitted VAE (lambda = 1) guided and VAE chains were equally
+    good; with a faster generator (lr 2e-3) the guide lags and mass drifts.
+    """
     vae, guided, pre = toy["vae"], toy["guided"], toy["pretrained"]
-    assert guided["mmd"] < 0.6 * vae["mmd"], (guided["mmd"], vae["mmd"])
-    assert guided["mmd"] < 0.7 * pre["mmd"], (guided["mmd"], pre["mmd"])
+    assert guided["mmd"] < 0.5 * vae["mmd"], (guided["mmd"], vae["mmd"])
+    assert guided["mmd"] < 0.6 * pre["mmd"], (guided["mmd"], pre["mmd"])
     assert guided["near"] > vae["near"] + 0.1, (guided["near"], vae["near"])
-    # and the guided chain does not get there by collapsing onto a few modes
-    S = guided["states"][-1]
-    counts = np.bincount(np.sqrt(((S[:, None] - CENTRES[None]) ** 2).sum(-1)).argmin(1),
-                         minlength=MODES)
-    assert counts.min() > 0.4 * len(S) / MODES, counts
+    # and not by collapsing onto a few modes: every mode keeps a fair share
+    S = guided["states"][1:].reshape(-1, 2)
+    share = np.bincount(np.sqrt(((S[:, None] - CENTRES[None]) ** 2).sum(-1)).argmin(1),
+                        minlength=MODES) / len(S)
+    assert share.min() > 0.07 and share.max() < 0.2, share
 
 
 def test_train_step_terms_match_numpy(toy):
@@ -379,16 +396,19 @@ def test_train_step_terms_match_numpy(toy):
     vae_cost = np.sum(w / w.sum() * step_cost)
     l2 = 0.0
     acc = 0.5 * (np.mean(f_data > 0) + np.mean(f_gen < 0))
+    x_gen = states.reshape(-1, 2)
+    moment = (np.sum((x_gen.mean(0) - Xd.mean(0)) ** 2)                              # Sec. 5
+              + np.sum((np.cov(x_gen.T, bias=True) - np.cov(Xd.T, bias=True)) ** 2))
     guide_cost = 25 * guide_loss + 0.05 * np.mean(f ** 2) + 0.01 * sum(np.mean(a ** 2) for a in pres)
     expect = dict(guide_loss=guide_loss, gen_loss=gen_loss, vae_cost=vae_cost, l2=l2,
                   f_data=f_data.mean(), f_gen=f_gen.mean(), guide_acc=acc, guide_cost=guide_cost,
-                  gen_cost=25 * gen_loss + vae_cost + l2, nll=nll.mean(), kl=kl.mean(),
-                  nll_first=nll[0].mean(), kl_first=kl[0].mean())
+                  gen_cost=25 * gen_loss + TOY["moment_weight"] * moment + vae_cost + l2,
+                  moment=moment, nll=nll.mean(), kl=kl.mean(), nll_first=nll[0].mean(),
+                  kl_first=kl[0].mean())
     for k, v in expect.items():
         assert r[k] == pytest.approx(v, rel=2e-4, abs=2e-5), k
     np.testing.assert_allclose(r["nll_steps"], nll.mean(axis=1), rtol=2e-4, atol=2e-5)
     np.testing.assert_allclose(r["kl_steps"], kl.mean(axis=1), rtol=2e-4, atol=2e-5)
-    assert r["moment"] == 0.0
     # the update moved both sides (and the restore above put them back)
     for p in loop.params + loop.guide_params:
         assert not np.array_equal(after[p.name], before[p.name]), p.name

@@ -24,9 +24,11 @@ Two ways to get gradients through the T steps (BPTT)
   step's layer activations (``store=True``), a backward scan carries only dC/dx_t
   and emits each layer's delta, and the weight gradients are then ONE large GEMM
   per weight over all T * rows rows. No forward recomputation, fewer and larger
-  GEMMs. The elementwise pieces (sigmoid, log p(x|z), KL, the reparameterisation)
-  are differentiated by ``grad`` on the very expressions the forward pass uses,
-  so the objective is defined once; tests check both against a Python unroll.
+  GEMMs. The elementwise derivatives (sigmoid, log p(x|z), KL, the
+  reparameterisation) are written out, which keeps the backward scan's inner graph
+  small (it compiles several times faster than ``grad``'s expansion); the tests
+  check the result against ``grad`` of a Python unroll, Bernoulli and Gaussian,
+  walkout and walkback, with and without control.
 
 ``unroll='python'`` builds the same step T times in a Python loop (a reference,
 and the baseline of ``benchmarks/bench_chain.py``).
@@ -38,7 +40,7 @@ from collections import namedtuple
 import numpy as np
 
 from vgsn import objectives as obj
-from vgsn.backend import T, floatX, function, grad, scan
+from vgsn.backend import T, floatX, function, scan
 from vgsn.layers import relu
 
 UNROLLS = ("scan", "python")
@@ -106,10 +108,6 @@ def _log_px(model, target, logits):
     return obj.gaussian_log_prob(target, T.sigmoid(logits), model.p.shared_logvar())
 
 
-def _sigmoid(u):
-    return T.sigmoid(u)
-
-
 def _n_acts(model):
     """Number of stored activation tensors per step (see ``_flat_acts``)."""
     return 5 + len(model.q.hidden_layers) + len(model.p.hidden_layers)
@@ -130,7 +128,7 @@ def _step_graph(model, x_t, eps_t, mask, control, target0):
         h = relu(layer.apply(h))
         hp.append(h)
     logits = model.p.mean_head.apply(h)
-    x_next = _sigmoid(logits)                              # E[p(x|z)], fed back as the next state
+    x_next = T.sigmoid(logits)                              # E[p(x|z)], fed back as the next state
     target = x_in if target0 is None else target0          # walkout / walkback (Sec. 4, Alg. 1)
     nll = -_log_px(model, target, logits)
     kl = T.sum(obj.gaussian_kl(mu, lv), axis=1)
@@ -195,8 +193,8 @@ def chain_forward(model, x0, eps, mask=None, control=None, walkback=False, store
         # n_steps given explicitly (a plain input's shape): otherwise scan takes the min
         # of every sequence's length, a shape graph that later scans must re-infer.
         outs = _scan(step, sequences=[eps], outputs_info=[x0] + [None] * (2 + n_extra),
-                       non_sequences=nonseq + params, n_steps=eps.shape[0], strict=True,
-                       name="chain_forward")
+                     non_sequences=nonseq + params, n_steps=eps.shape[0], strict=True,
+                     name="chain_forward")
     elif unroll == "python":
         if steps is None:
             raise ValueError("unroll='python' needs the number of steps")
@@ -267,7 +265,7 @@ def chain_gradients(model, fwd, g_states, g_nll, g_kl):
         # Output: x_{t+1} = s = sigmoid(logits), and nll_t = -log p(target | logits).
         # The derivatives are written out (a small inner graph compiles much faster than
         # grad's expansion); tests check them against grad of the objectives.
-        s = _sigmoid(logits)
+        s = T.sigmoid(logits)
         ds = s * (np.float32(1.0) - s)
         g_b = None
         if gaussian:
@@ -307,38 +305,34 @@ def chain_gradients(model, fwd, g_states, g_nll, g_kl):
         g_xin = g_h if g_target is None else g_h + g_target
         g_x = g_xin if mask is None else g_xin * (np.float32(1.0) - mask)   # dC/dx_t
         outs = [g_x] + deltas_q + [g_mu, g_lv] + deltas_p
+        # bias gradients of this step: column sums as GEMVs with a ones vector (a C
+        # column-sum of the stacked deltas is ~25x slower; doing it here, in the small
+        # inner graph, also spares the outer graph's rewriting)
+        ones = T.alloc(np.float32(1.0), g_out.shape[0])
+        outs += [T.dot(ones, d) for d in deltas_q + [g_mu, g_lv] + deltas_p]
         if gaussian:
             outs.append(g_b)
         return outs
 
-    n_out = 1 + len(q_layers) + 2 + len(p_layers) + 1 + (1 if gaussian else 0)
+    n_deltas = len(q_layers) + 2 + len(p_layers) + 1
+    n_out = 1 + 2 * n_deltas + (1 if gaussian else 0)
     x0 = info["x0"]
     outs = _scan(back, sequences=seqs, outputs_info=[T.zeros_like(x0)] + [None] * (n_out - 1),
-                   non_sequences=nonseq + params, n_steps=st["eps"].shape[0], go_backwards=True,
-                   strict=True, name="chain_backward")
-    # outs are in processing order t = T-1 .. 0: reverse them back to time order.
-    outs = [o[::-1] for o in outs[1:]]
-    deltas_q = outs[:len(q_layers)]
-    g_mu, g_lv = outs[len(q_layers)], outs[len(q_layers) + 1]
-    deltas_p = outs[len(q_layers) + 2:len(q_layers) + 3 + len(p_layers)]
+                 non_sequences=nonseq + params, n_steps=st["eps"].shape[0], go_backwards=True,
+                 strict=True, name="chain_backward")
+    # Every dense layer of the step, in the order of the deltas, with its input.
+    layers = (list(q_layers) + [model.q.mean_head, model.q.logvar_head] + list(p_layers)
+              + [model.p.mean_head])
+    inputs = ([st["x_in"]] + st["hq"][:-1] + [st["hq"][-1], st["hq"][-1]]
+              + [st["z"]] + st["hp"][:-1] + [st["hp"][-1]])
+    # outs are in processing order t = T-1 .. 0: reverse the deltas back to time order
+    # so they pair with the stored inputs; dW = sum_t h_in_t^T delta_t is one GEMM.
+    deltas = [o[::-1] for o in outs[1:1 + n_deltas]]
+    step_bias = outs[1 + n_deltas:1 + 2 * n_deltas]
     grads = {}
-
-    def dense(layer, h_in, delta):
-        d = _flat(delta)
-        grads[layer.W] = T.dot(_flat(h_in).T, d)
-        # float32 accumulation: the default float64 column sum of (T * rows, n) is
-        # several times slower (and a GEMV with ones makes Aesara's rewriting crawl)
-        grads[layer.b] = T.sum(d, axis=0, acc_dtype=floatX)
-
-    q_inputs = [st["x_in"]] + st["hq"][:-1]
-    for layer, h_in, delta in zip(q_layers, q_inputs, deltas_q):
-        dense(layer, h_in, delta)
-    dense(model.q.mean_head, st["hq"][-1], g_mu)
-    dense(model.q.logvar_head, st["hq"][-1], g_lv)
-    p_inputs = [st["z"]] + st["hp"][:-1]
-    for layer, h_in, delta in zip(p_layers, p_inputs, deltas_p[:-1]):
-        dense(layer, h_in, delta)
-    dense(model.p.mean_head, st["hp"][-1], deltas_p[-1])
+    for layer, h_in, delta, b_t in zip(layers, inputs, deltas, step_bias):
+        grads[layer.W] = T.dot(_flat(h_in).T, _flat(delta))
+        grads[layer.b] = T.sum(b_t, axis=0)
     if gaussian:
         grads[model.p.logvar_param] = T.sum(outs[-1])
     missing = [p.name for p in params if p not in grads]
