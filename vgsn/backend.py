@@ -33,7 +33,7 @@ import warnings
 __all__ = [
     "NAME", "T", "function", "shared", "scan", "grad", "config", "floatX",
     "disconnected_grad", "clone_replace", "blas_linked", "as_floatX",
-    "library_version", "verify_grad",
+    "library_version", "verify_grad", "compile_mode",
 ]
 
 _OPENBLAS_GLOBS = (
@@ -116,6 +116,21 @@ else:
 def blas_linked():
     """True when the C ops link a real BLAS (``blas__ldflags`` is non-empty)."""
     return bool(config.blas__ldflags.strip())
+
+
+def compile_mode(excluding=(), keep_buffers=False):
+    """The default compile mode (``config.mode``) for ``function(..., mode=...)``.
+
+    ``excluding``: graph rewrites to leave out (names the library lacks are ignored).
+    ``keep_buffers``: with the C VM linker, keep intermediate arrays allocated between
+    calls (``allow_gc=False``): faster for a big function called many times, at the
+    price of holding its intermediates in memory.
+    """
+    modes = _lib.compile.mode
+    mode = modes.get_default_mode()
+    if keep_buffers and getattr(mode.linker, "use_cloop", False):
+        mode = modes.Mode(linker="cvm_nogc", optimizer=mode.provided_optimizer)
+    return mode.excluding(*excluding) if excluding else mode
 
 
 def as_floatX(value):
