@@ -10,7 +10,7 @@ from vgsn.backend import T, function, shared, verify_grad
 from vgsn.layers import orthogonal
 from vgsn.models import OneStageModel, output_bias_from_mean
 from vgsn.nets import MaxoutGuide
-from vgsn.updates import HyperParams, sgd
+from vgsn.updates import HyperParams, l2_penalty, sgd, sum_squares
 
 RNG = np.random.default_rng(1234)
 
@@ -171,6 +171,41 @@ def test_sgd_matches_hand_computed_numpy_steps(momentum):
     np.testing.assert_allclose(p.get_value(), P, rtol=1e-6, atol=1e-6)   # float32 state
     np.testing.assert_allclose(q.get_value(), Q, rtol=1e-6, atol=1e-6)
     assert len(vel) == (0 if momentum == 0.0 else 2)
+
+
+def test_sum_squares_and_l2_penalty_against_numpy():
+    W = RNG.standard_normal((300, 200)).astype("float32")
+    b = RNG.standard_normal(7).astype("float32")
+    w, v = shared(W, name="w"), shared(b, name="v")
+    np.testing.assert_allclose(function([], sum_squares(w))(), np.sum(W.astype(np.float64) ** 2),
+                               rtol=1e-5)
+    value, grads = l2_penalty([w, v], np.float32(0.25))
+    f = function([], [value, grads[w], grads[v]])
+    val, gw, gv = f()
+    expected = 0.25 * (np.sum(W.astype(np.float64) ** 2) + np.sum(b.astype(np.float64) ** 2))
+    np.testing.assert_allclose(val, expected, rtol=1e-5)
+    np.testing.assert_allclose(gw, 0.5 * W, rtol=1e-6)
+    np.testing.assert_allclose(gv, 0.5 * b, rtol=1e-6)
+
+
+def test_one_stage_train_step_applies_weight_decay_to_weights_only():
+    """Same seed and noise, with and without L2: after one plain-SGD step (no clipping)
+    each weight differs by exactly -lr * 2 * l2 * W0 and each bias not at all."""
+    X = RNG.random((6, 12)).astype("float32")
+    cfg = dict(x_dim=12, z_dim=3, q_hidden=(8,), p_hidden=(8,), batch_repeat=2, max_norm=None,
+               lr=0.01, seed=5)
+    plain, decayed = OneStageModel(**cfg, l2=0.0), OneStageModel(**cfg, l2=0.5)
+    w0 = {p.name: p.get_value().copy() for p in plain.params}
+    r0, r1 = plain.train_step(X), decayed.train_step(X)
+    weights = {w.name for w in decayed.q.weights + decayed.p.weights}
+    l2_value = 0.5 * sum(np.sum(w0[n].astype(np.float64) ** 2) for n in weights)
+    assert r0["l2"] == 0.0
+    np.testing.assert_allclose(r1["l2"], l2_value, rtol=1e-5)
+    np.testing.assert_allclose(r1["cost"] - r0["cost"], l2_value, rtol=1e-4)
+    for p_plain, p_decay in zip(plain.params, decayed.params):
+        diff = p_decay.get_value().astype(np.float64) - p_plain.get_value()
+        expected = -0.01 * 2 * 0.5 * w0[p_plain.name] if p_plain.name in weights else 0 * diff
+        np.testing.assert_allclose(diff, expected, rtol=1e-3, atol=2e-7, err_msg=p_plain.name)
 
 
 def test_hyperparams_and_sgd_reject_bad_values():

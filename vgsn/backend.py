@@ -33,7 +33,7 @@ import warnings
 __all__ = [
     "NAME", "T", "function", "shared", "scan", "grad", "config", "floatX",
     "disconnected_grad", "clone_replace", "blas_linked", "as_floatX",
-    "library_version", "verify_grad", "compile_mode",
+    "library_version", "verify_grad", "compile_mode", "Op", "Apply",
 ]
 
 _OPENBLAS_GLOBS = (
@@ -107,9 +107,12 @@ floatX = config.floatX
 
 if NAME == "aesara":
     from aesara.gradient import disconnected_grad, verify_grad  # noqa: E402
-    from aesara.graph.basic import clone_replace  # noqa: E402
+    from aesara.graph.basic import Apply, clone_replace  # noqa: E402
+    from aesara.graph.op import Op  # noqa: E402
 else:
     from pytensor.gradient import disconnected_grad, verify_grad  # noqa: E402
+    from pytensor.graph.basic import Apply  # noqa: E402
+    from pytensor.graph.op import Op  # noqa: E402
     from pytensor.graph.replace import clone_replace  # noqa: E402
 
 

@@ -13,7 +13,7 @@ Every compiled function is built in ``_build`` under the name of what it does
 import numpy as np
 
 from vgsn import objectives as obj
-from vgsn.backend import T, floatX, function
+from vgsn.backend import T, compile_mode, floatX, function
 from vgsn.nets import InfNet
 from vgsn.updates import HyperParams, l2_penalty, sgd
 
@@ -131,8 +131,16 @@ class OneStageModel:
         return T.mean(nll + kl_reg)
 
     def weight_penalty(self):
-        """L2 weight decay on q's and p's weight matrices (scaled by hyper.l2)."""
+        """L2 weight decay on q's and p's weight matrices (scaled by hyper.l2):
+        ``(value, {weight: gradient})``, see ``vgsn.updates.l2_penalty``."""
         return l2_penalty(self.q.weights + self.p.weights, self.hyper.l2)
+
+    def add_weight_decay(self, grads):
+        """``grads`` (list, one per ``self.params``) plus the L2 decay gradients;
+        returns (new list, penalty value)."""
+        l2, l2_grads = self.weight_penalty()
+        return [g + l2_grads[p] if p in l2_grads else g
+                for p, g in zip(self.params, grads)], l2
 
     # ---- compiled functions ---------------------------------------------------
     def _build(self, name):
@@ -144,13 +152,15 @@ class OneStageModel:
             x_rep = T.repeat(x, self.batch_repeat, axis=0)
             nll, kl, _, _ = self.vae_terms(x_rep, eps)
             vae = self.vae_cost(nll, kl)
-            l2 = self.weight_penalty()
+            grads, l2 = self.add_weight_decay(T.grad(vae, self.params))
             cost = vae + l2
             updates, self.velocities = sgd(
-                cost, self.params, self.hyper.lr, momentum=self.config["momentum"],
+                grads, self.params, self.hyper.lr, momentum=self.config["momentum"],
                 max_norm=self.config["max_norm"], velocities=self.velocities or None)
+            # Keep intermediate buffers between calls (no fresh allocation and page
+            # faults for every 500 x 1500 activation each update).
             return function([x, eps], [cost, T.mean(nll), T.mean(kl), l2], updates=updates,
-                            name="train_step")
+                            name="train_step", mode=compile_mode(keep_buffers=True))
         if name == "encode":
             return function([x], list(self.q.apply(x)), name="encode")
         if name == "decode":
@@ -428,7 +438,7 @@ class VCGLoop:
         raise KeyError(f"no compiled function named {name!r}")
 
     def _build_train_step(self):
-        from vgsn.backend import compile_mode, grad
+        from vgsn.backend import grad
         from vgsn.chain import chain_forward, chain_gradients
 
         model, guide, hp, steps = self.model, self.guide, self.hyper, self.steps
@@ -462,17 +472,16 @@ class VCGLoop:
         if self.use_moments:
             moment = obj.moment_matching(x_gen, x_data)
             chain_cost = chain_cost + hp.moment_weight * moment
-        l2 = model.weight_penalty()
         # Gradients: the guide by its own cost only, q/p by the generator cost only.
         g_guide = grad(guide_cost, self.guide_params)
         if self.bptt == "stored":
             g_states, g_nll, g_kl = grad(chain_cost, [fwd.states, fwd.nll, fwd.kl],
                                          disconnected_inputs="ignore", return_disconnected="None")
             g_chain = chain_gradients(model, fwd, g_states, g_nll, g_kl)
-            g_l2 = grad(l2, self.params, disconnected_inputs="ignore", return_disconnected="zero")
-            g_gen = [g_chain[p] + g for p, g in zip(self.params, g_l2)]
+            g_gen = [g_chain[p] for p in self.params]
         else:
-            g_gen = grad(chain_cost + l2, self.params)
+            g_gen = grad(chain_cost, self.params)
+        g_gen, l2 = model.add_weight_decay(g_gen)
         n_gen = len(self.params)
         vel = self.velocities or None
         updates, _ = sgd(g_gen, self.params, hp.lr_gen, momentum=self.momentum,
