@@ -24,8 +24,13 @@ The machine is shared: the load average is printed next to the timings.
     python benchmarks/bench_chain.py            # everything (about 15 minutes)
     python benchmarks/bench_chain.py --quick    # fewer updates, no autodiff-scan build
 
+Each size also gets its GEMM floor: the update's own products (same shapes) timed
+alone in numpy (``benchmarks/_gemm.py``), the time no backend can beat on this
+machine; ``floor_ratio`` = floor seconds / update seconds.
+
 The last line is ``RESULT chain6_2015sizes_s_per_update=<s> chain6_mnist1_s_per_update=<s>
-compile_cold_s=<s> compile_warm_s=<s> compile_T12_over_T2=<ratio>``.
+compile_cold_s=<s> compile_warm_s=<s> compile_T12_over_T2=<ratio>
+chain6_2015sizes_floor_ratio=<r> chain6_mnist1_floor_ratio=<r>``.
 """
 import argparse
 import json
@@ -39,26 +44,14 @@ import numpy as np
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _gemm import gemm_floor, sgemm_peak  # noqa: E402
 
 SIZES = {
     "2015": dict(x_dim=784, z_dim=50, hidden=1000, x_type="gaussian"),
     "mnist1": dict(x_dim=784, z_dim=64, hidden=1500, x_type="bernoulli"),
 }
 CHAIN_ROWS, REPEAT, DATA_ROWS, GUIDE_UNITS, GUIDE_POOL = 100, 5, 200, 300, 4
-
-
-def gemm_peak(n=2048, repeats=7):
-    """Best-of-``repeats`` GFLOP/s of an n x n x n float32 numpy matmul."""
-    rng = np.random.default_rng(0)
-    a = rng.random((n, n), dtype=np.float32)
-    b = rng.random((n, n), dtype=np.float32)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2.0 * n ** 3 / best / 1e9
 
 
 def update_gflop(size, steps=6):
@@ -73,6 +66,26 @@ def update_gflop(size, steps=6):
     chain = 3 * 2 * chain_macs * rows * steps
     guide = 3 * 2 * guide_macs * g_rows
     return (chain + guide) / 1e9, chain / 1e9
+
+
+def floor_products(size, steps=6):
+    """The update's products for ``gemm_floor``, in the shapes vgsn runs them: per
+    step (500 rows) the chain's forward and input-gradient products; the chain's
+    weight gradients once over all steps' rows stacked; the guide's forward,
+    weight- and input-gradient products on its stacked input."""
+    s = SIZES[size]
+    x, z, h = s["x_dim"], s["z_dim"], s["hidden"]
+    rows = CHAIN_ROWS * REPEAT
+    chain = [(x, h), (h, h), (h, z), (h, z), (z, h), (h, h), (h, x)]
+    lin = GUIDE_UNITS * GUIDE_POOL
+    guide = [(x, lin), (GUIDE_UNITS, lin), (GUIDE_UNITS, 1)]
+    g_rows = DATA_ROWS + steps * rows
+    out = []
+    for a, b in chain:
+        out += [(rows, a, b, steps), (rows, b, a, steps), (a, steps * rows, b, 1)]
+    for a, b in guide:
+        out += [(g_rows, a, b, 1), (g_rows, b, a, 1), (a, g_rows, b, 1)]
+    return out
 
 
 def load():
@@ -188,9 +201,9 @@ def main(argv=None):
         return
     from vgsn.backend import NAME, library_version
     updates = 3 if args.quick else args.updates
-    peak = gemm_peak()
-    print(f"{NAME} {library_version}; SGEMM peak {peak:.0f} GFLOP/s (numpy float32 2048^3); "
-          f"load {load()}")
+    peak = sgemm_peak()
+    print(f"{NAME} {library_version}; SGEMM peak {peak:.0f} GFLOP/s (numpy float32, best of "
+          f"2048^3, 3000^3, 4096^3); load {load()}")
 
     # 1. compile: cold (fresh cache) and warm, then warm versus T
     if args.skip_cold:
@@ -211,7 +224,7 @@ def main(argv=None):
     ratio = by_t[12] / by_t[2]
 
     # 2. one update of the guided chain
-    per_update = {}
+    per_update, floors = {}, {}
     print(f"\n{'sizes':8s} {'build':28s} {'s/update':>9s} {'GFLOP':>6s} {'GFLOP/s':>8s} "
           f"{'of peak':>8s} {'noise s':>8s} {'compile s':>9s}")
     variants = [("scan", "stored")]
@@ -231,6 +244,11 @@ def main(argv=None):
             print(f"{size:8s} {label:28s} {s:9.3f} {gflop:6.1f} {gflop / s:8.1f} "
                   f"{gflop / s / peak:8.2f} {noise:8.3f} {c:9.1f}   (load {load()})")
             del loop
+        floor_s, _ = gemm_floor(floor_products(size))
+        floors[size] = floor_s / per_update[size]
+        print(f"{size:8s} {'GEMM floor (products alone)':28s} {floor_s:9.3f} {gflop:6.1f} "
+              f"{gflop / floor_s:8.1f} {gflop / floor_s / peak:8.2f}   "
+              f"(the update takes {per_update[size] / floor_s:.2f}x the floor)")
 
     # 3. the bare chain: scan's overhead against a Python unroll of the same step
     print("\nbare 6-step chain with BPTT (500 rows, gradients w.r.t. q/p only)")
@@ -247,7 +265,9 @@ def main(argv=None):
 
     print(f"\nRESULT chain6_2015sizes_s_per_update={per_update['2015']:.3f} "
           f"chain6_mnist1_s_per_update={per_update['mnist1']:.3f} compile_cold_s={cold:.1f} "
-          f"compile_warm_s={warm:.1f} compile_T12_over_T2={ratio:.2f}")
+          f"compile_warm_s={warm:.1f} compile_T12_over_T2={ratio:.2f} "
+          f"chain6_2015sizes_floor_ratio={floors['2015']:.2f} "
+          f"chain6_mnist1_floor_ratio={floors['mnist1']:.2f}")
 
 
 if __name__ == "__main__":

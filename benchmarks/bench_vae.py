@@ -4,9 +4,13 @@ Prints, for MNIST-1 (784-1500-1500-64, Bernoulli) and MNIST-2 (784-1000-1000-50,
 Gaussian), batch 100 rows x 5 samples = 500: compile seconds with a cold and a
 warm compile cache (each in a fresh subprocess, the cold one with an empty
 temporary cache), the median seconds per update, GFLOP/s, and the ratio to this
-machine's SGEMM peak measured in the same run. The last line is machine-readable:
+machine's SGEMM peak measured in the same run. It also prints the update's GEMM
+floor: the same matrix products timed alone in numpy (``benchmarks/_gemm.py``),
+so one can read how much of the update is overhead and how far the product
+shapes themselves are from the square-matrix peak. The last line is
+machine-readable (the first four fields are the issue's; the floor ratios follow):
 
-    RESULT mnist1_s_per_update=<s> mnist1_peak_ratio=<r> mnist2_s_per_update=<s> mnist2_peak_ratio=<r>
+    RESULT mnist1_s_per_update=<s> mnist1_peak_ratio=<r> mnist2_s_per_update=<s> mnist2_peak_ratio=<r> mnist1_floor_ratio=<r> mnist2_floor_ratio=<r>
 
 Usage: python benchmarks/bench_vae.py [--steps 30] [--no-compile-timing]
 """
@@ -19,6 +23,9 @@ import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _gemm import gemm_floor, mlp_products  # noqa: E402
 
 SIZES = {
     "mnist1": dict(x_dim=784, z_dim=64, q_hidden=(1500, 1500), p_hidden=(1500, 1500),
@@ -40,6 +47,16 @@ def update_flops(cfg, rows=ROWS * REPEAT):
     p = layers(cfg["z_dim"], cfg["p_hidden"], cfg["x_dim"], 1)
     total = sum(6 * rows * a * b for a, b in q + p)
     return total - 2 * rows * q[0][0] * q[0][1]
+
+
+def floor_products(cfg, rows=ROWS * REPEAT):
+    """The update's products for ``gemm_floor`` (q's two heads are two products)."""
+    def dims(n_in, hidden, n_out, heads):
+        sizes = [n_in] + list(hidden)
+        return list(zip(sizes[:-1], sizes[1:])) + [(hidden[-1], n_out)] * heads
+    return (mlp_products(rows, dims(cfg["x_dim"], cfg["q_hidden"], cfg["z_dim"], 2))
+            + mlp_products(rows, dims(cfg["z_dim"], cfg["p_hidden"], cfg["x_dim"], 1),
+                           input_grad_first=True))
 
 
 def sgemm_peak(n=3000, repeats=5):
@@ -120,15 +137,21 @@ def main():
         s = step_seconds(name, args.steps)
         gflops = update_flops(SIZES[name]) / s / 1e9
         ratio = gflops / peak
+        floor_s, floor_gflop = gemm_floor(floor_products(SIZES[name]))
         line += (f"{s * 1e3:.1f} ms per update (median of {args.steps}), "
                  f"{update_flops(SIZES[name]) / 1e9:.2f} GFLOP -> {gflops:.1f} GFLOP/s, "
-                 f"{ratio:.2f} of SGEMM peak")
+                 f"{ratio:.2f} of SGEMM peak\n"
+                 f"  GEMM floor (the same products alone, numpy): {floor_s * 1e3:.1f} ms = "
+                 f"{floor_gflop / floor_s:.1f} GFLOP/s, {floor_gflop / floor_s / peak:.2f} of peak;"
+                 f" the update takes {s / floor_s:.2f}x the floor ({floor_s / s:.2f} of it)")
         print(line, flush=True)
-        result[name] = (s, ratio)
+        result[name] = (s, ratio, floor_s / s)
     print(f"RESULT mnist1_s_per_update={result['mnist1'][0]:.4f} "
           f"mnist1_peak_ratio={result['mnist1'][1]:.3f} "
           f"mnist2_s_per_update={result['mnist2'][0]:.4f} "
-          f"mnist2_peak_ratio={result['mnist2'][1]:.3f}")
+          f"mnist2_peak_ratio={result['mnist2'][1]:.3f} "
+          f"mnist1_floor_ratio={result['mnist1'][2]:.3f} "
+          f"mnist2_floor_ratio={result['mnist2'][2]:.3f}")
 
 
 if __name__ == "__main__":
