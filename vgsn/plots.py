@@ -195,10 +195,11 @@ def chains_side_by_side(free_states, controlled_states, image_shape, path, every
     every : int
         Show every ``every``-th state, start image first.
     mask : array (h * w,) or (h, w), optional
-        1 where the controlled chains are clamped to their control image; those
-        pixels of the right panel are tinted ``mask_color`` with weight
-        ``mask_alpha`` so the clamped region shows. Untinted pixels keep their
-        grey level exactly.
+        1 on the pixels of the right panel to tint ``mask_color`` with weight
+        ``mask_alpha``; the others keep their grey level exactly. Which region to
+        mark is the caller's choice: the run figures (``vgsn.train``) pass
+        ``1 - control mask``, so the tint marks the free, inpainted patch and the
+        untinted pixels are the ones clamped to the control image.
     gap : int
         Extra separator columns between the two panels.
 

@@ -223,8 +223,9 @@ def dumps_py2(obj):
     """Pickle ``obj`` the way Python 2's cPickle (protocol 2) would.
 
     Text and array data become Python 2 ``str`` records and numpy globals are
-    named ``numpy.core.*``, as in the 2015 files. Meant for tests that need
-    files in the 2015 layout; vgsn itself writes no pickles.
+    named ``numpy.core.*``, as in the 2015 files. Used to export models in the
+    2015 layout (``vgsn.orig2015``) and by tests that need such files; nothing
+    else in vgsn writes pickles (run checkpoints are HDF5).
 
     Returns
     -------
