@@ -366,3 +366,21 @@ def test_one_stage_model_trained_on_real_mnist_lowers_validation_free_energy():
     # measured: 227.5 -> 140.3 nats (Aesara and PyTensor alike)
     assert 215 < before < 240
     assert after < 160 and before - after > 60
+
+
+def test_set_state_is_all_or_nothing_and_names_the_bad_value():
+    model = OneStageModel(10, 2, q_hidden=(6,), p_hidden=(6,), seed=0)
+    before = model.get_state()
+    state = {k: v + 1.0 for k, v in before.items()}
+    bad = sorted(state)[-1]
+    state[bad] = np.zeros((3, 3), "float32")                     # wrong shape, checked last
+    with pytest.raises(ValueError, match=f"{bad}: shape \\(3, 3\\) does not fit"):
+        model.set_state(state)
+    for k, v in model.get_state().items():                       # nothing was written
+        np.testing.assert_array_equal(v, before[k])
+    with pytest.raises(ValueError, match="state is missing parameters: q.h0.W"):
+        model.set_state({k: v for k, v in before.items() if k != "q.h0.W"})
+    state = {k: v + 1.0 for k, v in before.items()}
+    model.set_state(state)
+    for k, v in model.get_state().items():
+        np.testing.assert_allclose(v, state[k])

@@ -33,6 +33,30 @@ def _as_rows(X, dim, what):
     return X
 
 
+def _load_state(variables, required, values, strict, owner):
+    """Set shared ``variables`` from ``values`` (name -> array), all or nothing:
+    every name and shape is checked before the first value is written. Names not
+    among ``variables`` are ignored; with ``strict`` every ``required`` one must
+    be present."""
+    known = {v.name: v for v in variables}
+    if strict:
+        missing = [p.name for p in required if p.name not in values]
+        if missing:
+            raise ValueError(f"state is missing parameters: {', '.join(missing)}")
+    staged = []
+    for name, value in values.items():
+        if name not in known:
+            continue
+        var = known[name]
+        value = np.asarray(value, dtype=var.dtype)
+        if value.shape != var.get_value().shape:
+            raise ValueError(
+                f"{name}: shape {value.shape} does not fit the {owner}'s {var.get_value().shape}")
+        staged.append((var, value))
+    for var, value in staged:
+        var.set_value(value)
+
+
 class OneStageModel:
     """VAE with q(z|x) and p(x|z) MLPs, trained by SGD on Eq. 3 (or Eq. 5's KL).
 
@@ -271,20 +295,7 @@ class OneStageModel:
     def set_state(self, values, strict=True):
         """Load arrays by name (shapes must match); with ``strict`` every
         parameter must be present."""
-        known = {v.name: v for v in self.state_variables()}
-        if strict:
-            missing = [p.name for p in self.params if p.name not in values]
-            if missing:
-                raise ValueError(f"state is missing parameters: {', '.join(missing)}")
-        for name, value in values.items():
-            if name not in known:
-                continue
-            var = known[name]
-            value = np.asarray(value, dtype=var.dtype)
-            if value.shape != var.get_value().shape:
-                raise ValueError(
-                    f"{name}: shape {value.shape} does not fit the model's {var.get_value().shape}")
-            var.set_value(value)
+        _load_state(self.state_variables(), self.params, values, strict, "model")
 
     def fork(self, seed=None):
         """A new model with the same config and a copy of the parameters and
@@ -581,17 +592,5 @@ class VCGLoop:
 
     def set_state(self, values, strict=True):
         """Load arrays by name; with ``strict`` every parameter must be present."""
-        known = {v.name: v for v in self.state_variables()}
-        if strict:
-            missing = [p.name for p in self.params + self.guide_params if p.name not in values]
-            if missing:
-                raise ValueError(f"state is missing parameters: {', '.join(missing)}")
-        for name, value in values.items():
-            if name not in known:
-                continue
-            var = known[name]
-            value = np.asarray(value, dtype=var.dtype)
-            if value.shape != var.get_value().shape:
-                raise ValueError(
-                    f"{name}: shape {value.shape} does not fit the loop's {var.get_value().shape}")
-            var.set_value(value)
+        _load_state(self.state_variables(), self.params + self.guide_params, values, strict,
+                    "loop")
