@@ -228,6 +228,30 @@ def test_orthogonal_init_is_orthogonal_with_gain():
     np.testing.assert_allclose(W @ W.T, np.eye(10), atol=1e-5)
 
 
+def test_host_noise_statistics_and_reproducibility(monkeypatch):
+    """Dropout masks and Gaussian noise: the right law, the same arrays from the same
+    generator state, and the same arrays whether the row blocks fill in threads or not."""
+    from vgsn import layers
+    shape = (700, 600)                                   # big enough for the threaded path
+    mask = layers.dropout_mask(np.random.default_rng(0), shape, 0.2)
+    assert mask.dtype == np.float32 and set(np.unique(mask)) == {0.0, np.float32(1.25)}
+    assert abs((mask == 0).mean() - 0.2) < 0.005         # 420k draws: sd 0.0006
+    noise = layers.gaussian_noise(np.random.default_rng(0), shape, 0.1)
+    assert noise.dtype == np.float32
+    assert abs(noise.mean()) < 5e-4 and abs(noise.std() - 0.1) < 5e-4
+    assert abs(np.corrcoef(noise[:350].ravel(), noise[350:].ravel())[0, 1]) < 0.01   # blocks
+    threaded = [layers.dropout_mask(np.random.default_rng(3), shape, 0.5),
+                layers.gaussian_noise(np.random.default_rng(3), shape, 2.0)]
+    monkeypatch.setattr(layers, "_THREADED_MIN", 10 ** 12)
+    serial = [layers.dropout_mask(np.random.default_rng(3), shape, 0.5),
+              layers.gaussian_noise(np.random.default_rng(3), shape, 2.0)]
+    for a, b in zip(threaded, serial):
+        np.testing.assert_array_equal(a, b)
+    rng = np.random.default_rng(3)
+    first, second = layers.gaussian_noise(rng, (5, 4), 1.0), layers.gaussian_noise(rng, (5, 4), 1.0)
+    assert not np.array_equal(first, second)             # the caller's generator moves on
+
+
 def test_maxout_guide_matches_numpy_forward_without_noise():
     guide = MaxoutGuide(6, np.random.default_rng(3), units=5, pool=3, init_scale=1.0)
     x = T.matrix()

@@ -7,6 +7,8 @@ masks and Gaussian noise arrive as inputs, drawn by the caller (see
 ``vgsn.nets.MaxoutGuide.draw_noise``), so one compiled function holds no hidden
 random state and a seed reproduces a run exactly.
 """
+import threading
+
 import numpy as np
 
 from vgsn.backend import T, floatX, shared
@@ -102,15 +104,62 @@ def relu(x):
     return T.maximum(x, 0.0)
 
 
+NOISE_BLOCKS = 2            # row blocks of a noise array, each from its own generator
+_THREADED_MIN = 1 << 18     # arrays this big fill their blocks in parallel threads
+
+
+def _fill_rows(rng, shape, fill):
+    """A float32 array of ``shape`` filled by ``fill(generator, block)`` in
+    ``NOISE_BLOCKS`` row blocks, each from a generator seeded by integers drawn
+    from ``rng``: the result depends only on ``rng``'s state (not on the machine),
+    and big arrays fill their blocks concurrently (numpy releases the GIL while
+    it fills), about 2x faster on two cores for the guide's 3200 x 1200 noise."""
+    out = np.empty(shape, floatX)
+    seeds = rng.integers(0, np.iinfo(np.int64).max, size=NOISE_BLOCKS)
+    bounds = np.linspace(0, shape[0], NOISE_BLOCKS + 1).astype(int)
+
+    def work(i):
+        fill(np.random.default_rng(int(seeds[i])), out[bounds[i]:bounds[i + 1]])
+
+    if out.size < _THREADED_MIN:
+        for i in range(NOISE_BLOCKS):
+            work(i)
+        return out
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(1, NOISE_BLOCKS)]
+    for t in threads:
+        t.start()
+    try:
+        work(0)
+    finally:
+        for t in threads:
+            t.join()
+    return out
+
+
+def gaussian_noise(rng, shape, std):
+    """``std * N(0, 1)`` float32 noise of ``shape`` (rows first), see ``_fill_rows``."""
+    std = np.float32(std)
+
+    def fill(gen, block):
+        gen.standard_normal(dtype=np.float32, out=block)
+        block *= std
+    return _fill_rows(rng, shape, fill)
+
+
 def dropout_mask(rng, shape, drop):
     """Inverted-dropout mask: 0 with probability ``drop``, else 1/(1-drop) (float32).
 
     Scaling at training time keeps the expected activation unchanged, so the
-    noise-free network needs no rescaling at evaluation.
+    noise-free network needs no rescaling at evaluation. Drawn like
+    ``gaussian_noise`` (row blocks from generators seeded by ``rng``).
     """
     if not 0.0 <= drop < 1.0:
         raise ValueError(f"dropout rate must be in [0, 1), got {drop}")
     if drop == 0.0:
         return np.ones(shape, floatX)
-    keep = rng.random(shape, dtype=np.float32) >= drop
-    return keep.astype(floatX) * np.float32(1.0 / (1.0 - drop))
+    scale = np.float32(1.0 / (1.0 - drop))
+
+    def fill(gen, block):
+        gen.random(dtype=np.float32, out=block)
+        np.multiply(block >= drop, scale, out=block)
+    return _fill_rows(rng, shape, fill)

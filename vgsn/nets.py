@@ -8,7 +8,7 @@ Names follow the 2015 code where users compare the two (SPEC.md section 5).
 import numpy as np
 
 from vgsn.backend import T, floatX, function, shared
-from vgsn.layers import Dense, Maxout, dropout_mask, hidden_bias, orthogonal, relu
+from vgsn.layers import Dense, Maxout, dropout_mask, gaussian_noise, hidden_bias, orthogonal, relu
 
 LOGVAR_MODES = ("head", "shared", "none")
 
@@ -180,12 +180,12 @@ class MaxoutGuide:
         for i in range(len(self.layers)):
             noise[f"hid{i}"] = dropout_mask(rng, (rows, self.units), self.hid_drop)
             if self.bias_noise > 0:
-                noise[f"bias{i}"] = (self.bias_noise * rng.standard_normal(
-                    (rows, self.units * self.pool), dtype=np.float32))
+                noise[f"bias{i}"] = gaussian_noise(rng, (rows, self.units * self.pool),
+                                                   self.bias_noise)
             else:
                 noise[f"bias{i}"] = np.zeros((rows, self.units * self.pool), floatX)
         if self.input_noise > 0:
-            noise["vis_add"] = self.input_noise * rng.standard_normal((rows, self.n_in), dtype=np.float32)
+            noise["vis_add"] = gaussian_noise(rng, (rows, self.n_in), self.input_noise)
         return noise
 
     # ---- forward -----------------------------------------------------------
