@@ -186,6 +186,7 @@ def test_sum_squares_and_l2_penalty_against_numpy():
     np.testing.assert_allclose(val, expected, rtol=1e-5)
     np.testing.assert_allclose(gw, 0.5 * W, rtol=1e-6)
     np.testing.assert_allclose(gv, 0.5 * b, rtol=1e-6)
+    verify_grad(sum_squares, [_f64(4, 3)], rng=np.random.default_rng(2))   # its gradient, 2 x
 
 
 def test_one_stage_train_step_applies_weight_decay_to_weights_only():

@@ -118,21 +118,26 @@ def _fill_rows(rng, shape, fill):
     seeds = rng.integers(0, np.iinfo(np.int64).max, size=NOISE_BLOCKS)
     bounds = np.linspace(0, shape[0], NOISE_BLOCKS + 1).astype(int)
 
+    errors = []
+
     def work(i):
-        fill(np.random.default_rng(int(seeds[i])), out[bounds[i]:bounds[i + 1]])
+        try:
+            fill(np.random.default_rng(int(seeds[i])), out[bounds[i]:bounds[i + 1]])
+        except BaseException as err:      # re-raised below: never return a half-filled array
+            errors.append(err)
 
     if out.size < _THREADED_MIN:
         for i in range(NOISE_BLOCKS):
             work(i)
-        return out
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(1, NOISE_BLOCKS)]
-    for t in threads:
-        t.start()
-    try:
+    else:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(1, NOISE_BLOCKS)]
+        for t in threads:
+            t.start()
         work(0)
-    finally:
         for t in threads:
             t.join()
+    if errors:
+        raise errors[0]
     return out
 
 

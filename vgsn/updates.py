@@ -93,6 +93,10 @@ class SumSquares(Op):
         (x,), (gz,) = inputs, output_grads
         return [T.cast(2.0 * gz, x.dtype) * x]
 
+    def pullback(self, inputs, outputs, output_grads):
+        # PyTensor 3's name for the gradient (Aesara calls ``grad``).
+        return self.grad(inputs, output_grads)
+
 
 def sum_squares(x):
     """``sum(x ** 2)`` over every element (see ``SumSquares``)."""
