@@ -36,17 +36,10 @@ SIZES = {
 ROWS, REPEAT = 100, 5
 
 
-def update_flops(cfg, rows=ROWS * REPEAT):
+def update_flops(cfg):
     """Matrix-product FLOPs of one update: forward, and backward to weights and
     inputs (no input gradient for q's first layer, whose input is data)."""
-    def layers(n_in, hidden, n_out, heads):
-        sizes = [n_in] + list(hidden)
-        dims = list(zip(sizes[:-1], sizes[1:])) + [(hidden[-1], n_out)] * heads
-        return dims
-    q = layers(cfg["x_dim"], cfg["q_hidden"], cfg["z_dim"], 2)
-    p = layers(cfg["z_dim"], cfg["p_hidden"], cfg["x_dim"], 1)
-    total = sum(6 * rows * a * b for a, b in q + p)
-    return total - 2 * rows * q[0][0] * q[0][1]
+    return sum(2 * m * k * n * count for m, k, n, count in floor_products(cfg))
 
 
 def floor_products(cfg, rows=ROWS * REPEAT):

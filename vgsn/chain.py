@@ -96,18 +96,6 @@ def apply_control(x, mask=None, control=None):
     return (np.float32(1.0) - mask) * x + mask * control
 
 
-def _model_params(model):
-    return list(model.q.params) + list(model.p.params)
-
-
-def _log_px(model, target, logits):
-    """Per-row log p(target | z) from p's output logits: Bernoulli, or Gaussian with mean
-    sigmoid(logits) and p's one shared log-variance (as ``OneStageModel.log_px``)."""
-    if model.x_type == "bernoulli":
-        return obj.bernoulli_log_prob(target, logits)
-    return obj.gaussian_log_prob(target, T.sigmoid(logits), model.p.shared_logvar())
-
-
 def _n_acts(model):
     """Number of stored activation tensors per step (see ``_flat_acts``)."""
     return 5 + len(model.q.hidden_layers) + len(model.p.hidden_layers)
@@ -130,7 +118,7 @@ def _step_graph(model, x_t, eps_t, mask, control, target0):
     logits = model.p.mean_head.apply(h)
     x_next = T.sigmoid(logits)                              # E[p(x|z)], fed back as the next state
     target = x_in if target0 is None else target0          # walkout / walkback (Sec. 4, Alg. 1)
-    nll = -_log_px(model, target, logits)
+    nll = -model.log_px_of_logits(target, logits)
     kl = T.sum(obj.gaussian_kl(mu, lv), axis=1)
     acts = dict(x_in=x_in, hq=hq, mu=mu, lv=lv, z=z, hp=hp, logits=logits)
     return x_next, nll, kl, acts
@@ -156,7 +144,7 @@ def chain_forward(model, x0, eps, mask=None, control=None, walkback=False, store
 
     Parameters
     ----------
-    model : OneStageModel (anything with ``q``, ``p`` InfNets and ``x_type``)
+    model : OneStageModel
     x0 : symbolic (rows, x_dim) starting states
     eps : symbolic (T, rows, z_dim) standard normal noise, one slice per step; with
         scan, T is its length (symbolic: one graph serves any T)
@@ -174,7 +162,7 @@ def chain_forward(model, x0, eps, mask=None, control=None, walkback=False, store
     -------
     ChainGraph
     """
-    params = _model_params(model)
+    params = list(model.params)
     x0_in = apply_control(x0, mask, control)
     target0 = x0_in if walkback else None
     nonseq = [v for v in (mask, control, target0) if v is not None]
@@ -251,7 +239,7 @@ def chain_gradients(model, fwd, g_states, g_nll, g_kl):
     mask, control, walkback = info["mask"], info["control"], info["walkback"]
     gaussian = model.x_type == "gaussian"
     q_layers, p_layers = model.q.hidden_layers, model.p.hidden_layers
-    params = _model_params(model)
+    params = list(model.params)
     seqs = [g_states, g_nll, g_kl, st["eps"]] + _flat_acts(st)
     nonseq = [v for v in (mask, info["x0_in"] if walkback else None) if v is not None]
 

@@ -125,13 +125,17 @@ class OneStageModel:
         mu, lv = self.q.apply(x)
         return mu + T.exp(0.5 * lv) * eps, mu, lv
 
+    def log_px_of_logits(self, x, logits):
+        """Per-row log p(x|z) (rows,) from p's output ``logits`` at z: Bernoulli, or
+        Gaussian with mean sigmoid(logits) and p's one shared log-variance."""
+        if self.x_type == "bernoulli":
+            return obj.bernoulli_log_prob(x, logits)
+        return obj.gaussian_log_prob(x, T.sigmoid(logits), self.p.shared_logvar())
+
     def log_px(self, x, z):
         """Per-row log p(x|z) (rows,) and E[x|z] (rows, x_dim)."""
-        logits, lv = self.p.apply(z)
-        x_hat = T.sigmoid(logits)
-        if self.x_type == "bernoulli":
-            return obj.bernoulli_log_prob(x, logits), x_hat
-        return obj.gaussian_log_prob(x, x_hat, lv), x_hat
+        logits, _ = self.p.apply(z)
+        return self.log_px_of_logits(x, logits), T.sigmoid(logits)
 
     def x_mean_of(self, z):
         """E[p(x|z)] = sigmoid(p's output), (rows, x_dim)."""
