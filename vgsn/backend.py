@@ -99,7 +99,7 @@ NAME, _lib = _choose()
 library_version = _lib.__version__
 config = _lib.config
 T = importlib.import_module(NAME + ".tensor")
-function = _lib.function
+_library_function = _lib.function
 shared = _lib.shared
 scan = _lib.scan
 grad = _lib.grad
@@ -140,6 +140,14 @@ def as_floatX(value):
     """``numpy.asarray(value, dtype=floatX)``."""
     import numpy
     return numpy.asarray(value, dtype=floatX)
+
+
+
+def function(inputs, outputs=None, **kwargs):
+    """The library's ``function`` (same arguments), keeping rewritten graphs on disk so a
+    later process links them without rewriting again: see ``vgsn.graphcache``."""
+    from vgsn.graphcache import function as cached_function
+    return cached_function(inputs, outputs, **kwargs)
 
 
 if not blas_linked() and not os.environ.get("VGSN_QUIET_BLAS"):
