@@ -227,7 +227,7 @@ def main(argv=None):
             cold = float("nan")
             run_child("2015", 6, graph_dir=d)
         else:
-            cold = run_child("2015", 6, d, expect_hit=False)
+            cold = run_child("2015", 6, d, graph_dir=d, expect_hit=False)
         rewrite = run_child("2015", 6, None if args.skip_cold else d, graph_dir=d,
                             graph_cache=False)
         warm = run_child("2015", 6, None if args.skip_cold else d, graph_dir=d,

@@ -254,6 +254,28 @@ def test_guide_maxout_layers_match_numpy(files, images):
     assert not np.any(guide.output.b.get_value())
 
 
+def test_guided_loop_from_2015_files(files, images):
+    """``VCGLoop(load_2015_model(q, p), guide=load_2015_guide(g))``: the loop trains the
+    loaded arrays themselves; its noise-free guide is the 2015 PeaNet's maxout stack
+    with vgsn's squashed output unit, and one update moves both sides."""
+    from vgsn.models import VCGLoop
+    model = load_2015_model(files["paths"]["q", "py2", "pkl"], files["paths"]["p", "py2", "pkl"],
+                            x_type="gaussian", logvar_bound=B)
+    guide = load_2015_guide(files["paths"]["guide", "py3", "pkl"])
+    loop = VCGLoop(model, guide=guide, steps=2, data_rows=len(images), seed=1)
+    assert loop.params == model.params and loop.guide_params == guide.params
+    h2 = np_maxout(images, files["objects"]["guide"][1])[-1]
+    a = h2 @ guide.output.W.get_value() + guide.output.b.get_value()
+    np.testing.assert_allclose(loop.guide_output(images), 20 * np.tanh(a[:, 0] / 20),
+                               rtol=1e-5, atol=1e-5)
+    before = loop.get_state()
+    out = loop.train_step(images[:3], images)
+    assert all(np.isfinite(v) for v in out.values() if isinstance(v, float))
+    after = loop.get_state()
+    for p in (model.q.weights[0], model.p.weights[-1], guide.layers[0].W, guide.output.W):
+        assert not np.array_equal(before[p.name], after[p.name]), p.name
+
+
 def test_compare_cli_prints_the_terms(files, gaussian_model, images, tmp_path):
     np.save(tmp_path / "x.npy", images)
     out = io.StringIO()

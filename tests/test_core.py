@@ -189,24 +189,34 @@ def test_sum_squares_and_l2_penalty_against_numpy():
     verify_grad(sum_squares, [_f64(4, 3)], rng=np.random.default_rng(2))   # its gradient, 2 x
 
 
-def test_one_stage_train_step_applies_weight_decay_to_weights_only():
+@pytest.mark.parametrize("l2_on", ["weights", "all"])
+def test_one_stage_train_step_applies_weight_decay_where_asked(l2_on):
     """Same seed and noise, with and without L2: after one plain-SGD step (no clipping)
-    each weight differs by exactly -lr * 2 * l2 * W0 and each bias not at all."""
+    each decayed parameter differs by exactly -lr * 2 * l2 * p0 and every other not at
+    all. ``l2_on='weights'``: the weight matrices; 'all' (the 2015 code): every q/p
+    parameter, biases and the shared log-variance included."""
     X = RNG.random((6, 12)).astype("float32")
     cfg = dict(x_dim=12, z_dim=3, q_hidden=(8,), p_hidden=(8,), batch_repeat=2, max_norm=None,
-               lr=0.01, seed=5)
+               lr=0.01, x_type="gaussian", l2_on=l2_on, seed=5)
     plain, decayed = OneStageModel(**cfg, l2=0.0), OneStageModel(**cfg, l2=0.5)
     w0 = {p.name: p.get_value().copy() for p in plain.params}
     r0, r1 = plain.train_step(X), decayed.train_step(X)
-    weights = {w.name for w in decayed.q.weights + decayed.p.weights}
-    l2_value = 0.5 * sum(np.sum(w0[n].astype(np.float64) ** 2) for n in weights)
+    if l2_on == "weights":
+        targets = {w.name for w in decayed.q.weights + decayed.p.weights}
+        assert len(targets) < len(decayed.params)
+    else:
+        targets = {p.name for p in decayed.params}
+        assert decayed.p.logvar_param.name in targets
+    l2_value = 0.5 * sum(np.sum(w0[n].astype(np.float64) ** 2) for n in targets)
     assert r0["l2"] == 0.0
     np.testing.assert_allclose(r1["l2"], l2_value, rtol=1e-5)
     np.testing.assert_allclose(r1["cost"] - r0["cost"], l2_value, rtol=1e-4)
     for p_plain, p_decay in zip(plain.params, decayed.params):
         diff = p_decay.get_value().astype(np.float64) - p_plain.get_value()
-        expected = -0.01 * 2 * 0.5 * w0[p_plain.name] if p_plain.name in weights else 0 * diff
+        expected = -0.01 * 2 * 0.5 * w0[p_plain.name] if p_plain.name in targets else 0 * diff
         np.testing.assert_allclose(diff, expected, rtol=1e-3, atol=2e-7, err_msg=p_plain.name)
+    with pytest.raises(ValueError, match="l2_on must be one of"):
+        OneStageModel(**dict(cfg, l2_on="biases"))
 
 
 def test_hyperparams_and_sgd_reject_bad_values():

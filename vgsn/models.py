@@ -18,6 +18,7 @@ from vgsn.nets import InfNet
 from vgsn.updates import HyperParams, l2_penalty, sgd
 
 X_TYPES = ("bernoulli", "gaussian")
+L2_TARGETS = ("weights", "all")
 
 
 def output_bias_from_mean(x_mean):
@@ -82,7 +83,11 @@ class OneStageModel:
         the per-tensor gradient-norm clip (10).
     lr, lam_kl, gamma_kl, l2 : float
         Initial values of the shared hyperparameters ``self.hyper``: learning
-        rate, Eq. 5's lambda and gamma, L2 weight decay on q and p weights.
+        rate, Eq. 5's lambda and gamma, L2 weight decay on q and p.
+    l2_on : {'weights', 'all'}
+        What the L2 decay acts on: the weight matrices (default, the usual
+        choice) or every q/p parameter, biases and p's shared log-variance
+        included (what the 2015 code did; ``presets.code2015`` picks it).
     seed : int
         Seeds both the parameter init and the noise generator ``self.rng``.
     """
@@ -90,9 +95,11 @@ class OneStageModel:
     def __init__(self, x_dim, z_dim, q_hidden=(1500, 1500), p_hidden=(1500, 1500),
                  x_type="bernoulli", x_mean=None, init_scale=1.4, logvar_bound=6.0,
                  batch_repeat=5, momentum=0.0, max_norm=10.0, lr=5e-4, lam_kl=1.0,
-                 gamma_kl=0.0, l2=1e-5, seed=0):
+                 gamma_kl=0.0, l2=1e-5, l2_on="weights", seed=0):
         if x_type not in X_TYPES:
             raise ValueError(f"x_type must be one of {X_TYPES}, got {x_type!r}")
+        if l2_on not in L2_TARGETS:
+            raise ValueError(f"l2_on must be one of {L2_TARGETS}, got {l2_on!r}")
         if int(batch_repeat) < 1:
             raise ValueError(f"batch_repeat must be >= 1, got {batch_repeat}")
         self.config = dict(
@@ -100,7 +107,7 @@ class OneStageModel:
             p_hidden=tuple(int(h) for h in p_hidden), x_type=x_type, init_scale=float(init_scale),
             logvar_bound=float(logvar_bound), batch_repeat=int(batch_repeat),
             momentum=float(momentum), max_norm=None if max_norm is None else float(max_norm),
-            seed=int(seed))
+            l2_on=l2_on, seed=int(seed))
         self.x_dim, self.z_dim, self.x_type = int(x_dim), int(z_dim), x_type
         self.batch_repeat = int(batch_repeat)
         init_rng = np.random.default_rng([int(seed), 0])
@@ -159,9 +166,11 @@ class OneStageModel:
         return T.mean(nll + kl_reg)
 
     def weight_penalty(self):
-        """L2 weight decay on q's and p's weight matrices (scaled by hyper.l2):
-        ``(value, {weight: gradient})``, see ``vgsn.updates.l2_penalty``."""
-        return l2_penalty(self.q.weights + self.p.weights, self.hyper.l2)
+        """L2 weight decay (scaled by hyper.l2) on q's and p's weight matrices, or on
+        every q/p parameter with ``l2_on='all'``: ``(value, {param: gradient})``, see
+        ``vgsn.updates.l2_penalty``."""
+        targets = self.params if self.config["l2_on"] == "all" else self.q.weights + self.p.weights
+        return l2_penalty(targets, self.hyper.l2)
 
     def add_weight_decay(self, grads):
         """``grads`` (list, one per ``self.params``) plus the L2 decay gradients;

@@ -39,6 +39,8 @@ field                    paper (default)                  2015 code (``code2015`
                          as the 2015 VCGLoop's default
 ``chain_lr_decay_every`` 25k (what the code meant)        0 = never: its test
                                                           ``(i+1 % 25000) == 0`` never fires
+``l2_on``                'weights': L2 decay on q/p       'all': every q/p parameter
+                         weight matrices                  (biases, p's log-variance)
 ``batch_size`` (TFD)     100 x 5 (Sec. 7)                 400 x 5
 ``chain_steps`` (TFD)    6                                5 (``chain_len=5``)
 =======================  ===============================  ===============================
@@ -145,6 +147,9 @@ class Preset:
         learning rate is ``guide_lr`` or, when None, the same.
     chain_l2 : float
         L2 weight decay on q and p in the chain phase (1e-4).
+    l2_on : {'weights', 'all'}
+        What the L2 decay (both phases) acts on: q's and p's weight matrices, or
+        every q/p parameter as the 2015 code did (``code2015``).
     gen_weight, guide_weight : float
         Weights of the two collaborative costs (25 each).
     guide_l2 : float
@@ -227,6 +232,7 @@ class Preset:
     chain_lr_decay: float = 0.9
     chain_lr_decay_every: int = 25_000
     chain_l2: float = 1e-4
+    l2_on: str = "weights"
     guide_lr: float = None
     gen_weight: float = 25.0
     guide_weight: float = 25.0
@@ -296,6 +302,7 @@ class Preset:
         need(self.x_type in ("bernoulli", "gaussian"), "x_type", "'bernoulli' or 'gaussian'")
         need(self.sigmas in ("mnist", "tfd"), "sigmas", "'mnist' or 'tfd'")
         need(self.gen_loss in ("elastic", "abs"), "gen_loss", "'elastic' or 'abs'")
+        need(self.l2_on in ("weights", "all"), "l2_on", "'weights' or 'all'")
         need(len(self.hidden) >= 1 and all(int(h) >= 1 for h in self.hidden), "hidden",
              "one or more positive layer sizes")
         need(0.0 <= float(self.momentum) < 1.0, "momentum", "in [0, 1)")
@@ -412,10 +419,12 @@ def code2015(preset):
 
     Momentum 0.5; step-cost decay 0.0 (MNIST script: only step 0 carries the VAE
     cost) or 0.1 (TFD script); the chain learning rate never decays (the
-    script's decay test never fires); TFD: batch 400 and a 5-step chain.
+    script's decay test never fires); L2 decay on every q/p parameter; TFD:
+    batch 400 and a 5-step chain.
     """
     tfd = preset.dataset == "tfd"
-    changes = dict(momentum=0.5, step_decay=0.1 if tfd else 0.0, chain_lr_decay_every=0)
+    changes = dict(momentum=0.5, step_decay=0.1 if tfd else 0.0, chain_lr_decay_every=0,
+                   l2_on="all")
     if tfd:
         changes.update(batch_size=400, chain_steps=5, guide_data_rows=800)
     return replace(preset, **changes)

@@ -288,7 +288,7 @@ class Run:
             x_mean=data.train.mean(axis=0), init_scale=c.init_scale, logvar_bound=c.logvar_bound,
             batch_repeat=c.batch_repeat, momentum=c.momentum, max_norm=c.max_norm,
             lr=c.pretrain_lr, lam_kl=kl_weight_at(0, c.lam_kl, c.kl_warmup), gamma_kl=c.gamma_kl,
-            l2=c.pretrain_l2, seed=c.seed)
+            l2=c.pretrain_l2, l2_on=c.l2_on, seed=c.seed)
         self.loop = None   # the guided chain after the fork
         self.vae = None    # the 1-step VAE branch after the fork (vae_branch)
         self.data_rng = np.random.default_rng([c.seed, 2])
@@ -988,7 +988,7 @@ def load_models(path):
         m = OneStageModel(mine["q.h0.W"].shape[0], c.z_dim, q_hidden=c.hidden, p_hidden=c.hidden,
                           x_type=c.x_type, init_scale=c.init_scale, logvar_bound=c.logvar_bound,
                           batch_repeat=c.batch_repeat, momentum=c.momentum, max_norm=c.max_norm,
-                          seed=c.seed)
+                          l2_on=c.l2_on, seed=c.seed)
         m.set_state(mine)
         models[prefix] = m
     return models
