@@ -150,3 +150,14 @@ def test_least_recently_used_graphs_go_past_the_size_limit(cache, monkeypatch):
     backend.function(b[0], b[1], updates=b[2])
     left = os.listdir(d)
     assert len(left) == 1 and left != [first]
+
+
+def test_other_config_flags_mean_another_entry(cache):
+    a = _graph()
+    backend.function(a[0], a[1], updates=a[2])
+    with backend.config.change_flags(on_opt_error="raise"):
+        b = _graph()
+        backend.function(b[0], b[1], updates=b[2])
+    c = _graph()
+    backend.function(c[0], c[1], updates=c[2])
+    assert (cache()["misses"], cache()["hits"]) == (2, 1)

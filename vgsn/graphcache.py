@@ -10,8 +10,8 @@ rewriting again, which is most of a warm compile (about 9 of the 12 s of
 ``function`` here is a drop-in for the library's ``function`` that keeps the rewritten
 graph too. The key is a digest of the graph *as built* (every op with its properties,
 every constant's bytes, the types of inputs and shared variables, the updates), of the
-compile mode's rewrite query, of the library's version and of the config options that
-change code. On a miss it compiles as usual and stores the rewritten graph, its shared
+compile mode's rewrite query, of the library's version and of every config option
+(but the folders). On a miss it compiles as usual and stores the rewritten graph, its shared
 variables written as references (never their values). On a hit it loads that graph,
 binds the references to the caller's own shared variables, and hands it to the
 library with rewriting switched off: the function is linked from the same rewritten
@@ -224,14 +224,22 @@ def _mode_tok(mode):
     return f"{_name(type(linker))}|{opt}"
 
 
+def _config_tok():
+    """Every config option's value but the folders': rewrites read many of them."""
+    cfg, items = B.config, []
+    for name in sorted(getattr(cfg, "_config_var_dict", {})):
+        if "dir" in name:
+            continue
+        try:
+            items.append(f"{name}={getattr(cfg, name)!r}")
+        except Exception:                                   # an option that cannot resolve
+            items.append(f"{name}=?")
+    return "\n".join(items)
+
+
 def _key(inputs, outputs, updates, mode, shared_order):
-    cfg = B.config
     parts = [
-        f"vgsn-graphcache-{FORMAT}", B.NAME, B.library_version, cfg.get_config_hash(),
-        _mode_tok(mode),
-        repr([getattr(cfg, n, None) for n in ("optimizer", "optimizer_excluding",
-                                              "optimizer_including", "optimizer_requiring",
-                                              "floatX", "cxx", "blas__ldflags")]),
+        f"vgsn-graphcache-{FORMAT}", B.NAME, B.library_version, _config_tok(), _mode_tok(mode),
         graph_digest(inputs, outputs, shared_order, updates),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
