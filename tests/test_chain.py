@@ -415,6 +415,34 @@ def test_train_step_terms_match_numpy(toy):
         np.testing.assert_array_equal(params_now[p.name], before[p.name])
 
 
+def test_chain_gamma_off_leaves_the_squared_kl_term_out_of_the_chain_cost(toy):
+    """chain_gamma=False (the 2015 chain cost): each step's VAE cost is
+    mean(nll + lambda * KL), with the model's gamma_kl set and unused."""
+    model, D = toy["model"], toy["D"]
+    state = model.get_state()
+    loop = VCGLoop(model, steps=6, chain_gamma=False, l2=0.0, guide_units=8, guide_pool=2,
+                   seed=4)
+    model.hyper.set(lam_kl=1.5, gamma_kl=0.2)
+    try:
+        X0 = D[:7]
+        rng_copy = copy.deepcopy(loop.rng)
+        r = loop.train_step(X0, D[100:111])
+        loop.rng = rng_copy                               # replay the update's noise
+        eps, _ = loop.draw_noise(7 * model.batch_repeat, 11)
+        model.set_state(state)
+        _, nll, kl = np_chain(model, np.repeat(X0, model.batch_repeat, axis=0), eps)
+    finally:
+        model.set_state(state)
+        model.hyper.set(lam_kl=2.0, gamma_kl=0.0)
+    w = 0.1 ** np.arange(6)
+    w = w / w.sum()
+    plain = np.sum(w * (nll + 1.5 * kl).mean(axis=1))
+    excess = np.maximum(kl - kl.mean(axis=1, keepdims=True), 0)
+    with_gamma = np.sum(w * (nll + 1.5 * kl + 0.2 * excess ** 2).mean(axis=1))
+    assert with_gamma - plain > 1e-3                      # the term would show
+    assert r["vae_cost"] == pytest.approx(plain, rel=2e-4, abs=2e-5)
+
+
 def test_learning_rates_separate_guide_and_generator(toy):
     """lr_gen = 0 leaves q and p unchanged, lr_guide = 0 leaves the guide unchanged."""
     loop, D = toy["loop"], toy["D"]

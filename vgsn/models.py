@@ -369,6 +369,10 @@ class VCGLoop:
         Step t's VAE cost weighs step_decay**t, normalised (2015 code 0.1; its MNIST
         script 0.0 = step 0 only).
     gen_loss : {'elastic', 'abs'}
+    chain_gamma : bool
+        Keep Eq. 5's squared term (the model's ``gamma_kl``) in the chain's per-step
+        VAE costs (default); False gives each step ``lambda * KL`` only, as the 2015
+        chain cost had it (``presets.code2015``). The 1-step model keeps gamma either way.
     moment_weight : float
         Weight of the mean/covariance matching term (Sec. 5); 0 leaves it out of the graph.
     data_rows : int
@@ -395,7 +399,8 @@ class VCGLoop:
     """
 
     def __init__(self, model, guide=None, steps=6, walkback=False, step_decay=0.1,
-                 gen_loss="elastic", moment_weight=0.0, data_rows=200, lr_gen=4e-4,
+                 gen_loss="elastic", chain_gamma=True, moment_weight=0.0, data_rows=200,
+                 lr_gen=4e-4,
                  lr_guide=4e-4, lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0, guide_weight=25.0,
                  l2=1e-4, momentum=0.0, max_norm=10.0, guide_units=300, guide_pool=4,
                  guide_init_scale=0.75, guide_input_noise=0.0, guide_vis_drop=0.2,
@@ -417,6 +422,7 @@ class VCGLoop:
         self.steps = int(steps)
         self.step_weights = step_weights(self.steps, step_decay)   # validates steps, decay
         self.walkback, self.step_decay, self.gen_loss = bool(walkback), float(step_decay), gen_loss
+        self.chain_gamma = bool(chain_gamma)
         self.data_rows, self.bptt, self.unroll = int(data_rows), bptt, unroll
         self.momentum = float(momentum)
         self.max_norm = None if max_norm is None else float(max_norm)
@@ -488,7 +494,11 @@ class VCGLoop:
         gen_loss = obj.generator_loss(f_gen, self.gen_loss)
         # Step t's cost is model.vae_cost(nll[t], kl[t]) (Kbar = step t's minibatch mean),
         # written over the whole (steps, rows) arrays so the graph does not grow with T.
-        kl_reg = obj.over_regularised_kl(fwd.kl, model.hyper.lam_kl, model.hyper.gamma_kl, axis=1)
+        if self.chain_gamma:
+            kl_reg = obj.over_regularised_kl(fwd.kl, model.hyper.lam_kl, model.hyper.gamma_kl,
+                                             axis=1)
+        else:                                    # the 2015 chain cost: lambda * KL only
+            kl_reg = model.hyper.lam_kl * fwd.kl
         step_costs = T.mean(fwd.nll + kl_reg, axis=1)
         vae_cost = T.sum(T.constant(self.step_weights) * step_costs)
         chain_cost = hp.gen_weight * gen_loss + vae_cost

@@ -41,6 +41,8 @@ field                    paper (default)                  2015 code (``code2015`
                                                           ``(i+1 % 25000) == 0`` never fires
 ``l2_on``                'weights': L2 decay on q/p       'all': every q/p parameter
                          weight matrices                  (biases, p's log-variance)
+``chain_gamma``          True: Eq. 5's squared term in    False: the chain cost has
+                         the chain's step costs too       lambda * KL only
 ``batch_size`` (TFD)     100 x 5 (Sec. 7)                 400 x 5
 ``chain_steps`` (TFD)    6                                5 (``chain_len=5``)
 =======================  ===============================  ===============================
@@ -142,6 +144,9 @@ class Preset:
         Step t's VAE cost weighs step_decay ** t (normalised; 0.1, see above).
     gen_loss : {'elastic', 'abs'}
         The generator's loss, Eq. 7 (Sec. 7: the half-rectified elastic net).
+    chain_gamma : bool
+        Eq. 5's squared term (``gamma_kl``) in the chain's per-step VAE costs too
+        (True); False: ``lambda * KL`` only, the 2015 chain cost (``code2015``).
     chain_lr, chain_warmup, chain_lr_decay, chain_lr_decay_every
         Schedule of the chain phase (counted from the fork); the guide's
         learning rate is ``guide_lr`` or, when None, the same.
@@ -227,6 +232,7 @@ class Preset:
     walkback: bool = False
     step_decay: float = 0.1
     gen_loss: str = "elastic"
+    chain_gamma: bool = True
     chain_lr: float = 4e-4
     chain_warmup: int = 5_000
     chain_lr_decay: float = 0.9
@@ -419,12 +425,12 @@ def code2015(preset):
 
     Momentum 0.5; step-cost decay 0.0 (MNIST script: only step 0 carries the VAE
     cost) or 0.1 (TFD script); the chain learning rate never decays (the
-    script's decay test never fires); L2 decay on every q/p parameter; TFD:
-    batch 400 and a 5-step chain.
+    script's decay test never fires); L2 decay on every q/p parameter; no
+    squared KL term in the chain cost; TFD: batch 400 and a 5-step chain.
     """
     tfd = preset.dataset == "tfd"
     changes = dict(momentum=0.5, step_decay=0.1 if tfd else 0.0, chain_lr_decay_every=0,
-                   l2_on="all")
+                   l2_on="all", chain_gamma=False)
     if tfd:
         changes.update(batch_size=400, chain_steps=5, guide_data_rows=800)
     return replace(preset, **changes)

@@ -365,7 +365,8 @@ class Run:
         c = self.config
         loop = VCGLoop(
             self.model, steps=c.chain_steps, walkback=c.walkback, step_decay=c.step_decay,
-            gen_loss=c.gen_loss, lr_gen=c.chain_lr, lr_guide=c.guide_lr or c.chain_lr,
+            gen_loss=c.gen_loss, chain_gamma=c.chain_gamma, lr_gen=c.chain_lr,
+            lr_guide=c.guide_lr or c.chain_lr,
             gen_weight=c.gen_weight, guide_weight=c.guide_weight, lam_l2d=c.guide_l2,
             l2=c.chain_l2, guide_units=c.guide_units, guide_pool=c.guide_pool,
             guide_init_scale=c.guide_init_scale, guide_input_noise=c.guide_input_noise,
