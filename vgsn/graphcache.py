@@ -48,7 +48,6 @@ stats = {"hits": 0, "misses": 0, "bypassed": 0, "stored": 0, "load_errors": 0}
 if B.NAME == "aesara":
     from aesara.compile.sharedvalue import SharedVariable
     from aesara.graph.basic import Constant, Variable, io_toposort
-    from aesara.graph.op import Op as _Op
     from aesara.graph.type import Type as _Type
     from aesara.scalar import basic as _scalar_basic
     from aesara.scalar.basic import ScalarOp as _ScalarOp
@@ -59,7 +58,6 @@ else:
         from pytensor.graph.traversal import io_toposort
     except ImportError:                                     # PyTensor < 2.32
         from pytensor.graph.basic import io_toposort
-    from pytensor.graph.op import Op as _Op
     from pytensor.graph.type import Type as _Type
     from pytensor.scalar import basic as _scalar_basic
     from pytensor.scalar.basic import ScalarOp as _ScalarOp
