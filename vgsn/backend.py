@@ -142,7 +142,6 @@ def as_floatX(value):
     return numpy.asarray(value, dtype=floatX)
 
 
-
 def function(inputs, outputs=None, **kwargs):
     """The library's ``function`` (same arguments), keeping rewritten graphs on disk so a
     later process links them without rewriting again: see ``vgsn.graphcache``."""

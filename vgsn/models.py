@@ -400,10 +400,9 @@ class VCGLoop:
 
     def __init__(self, model, guide=None, steps=6, walkback=False, step_decay=0.1,
                  gen_loss="elastic", chain_gamma=True, moment_weight=0.0, data_rows=200,
-                 lr_gen=4e-4,
-                 lr_guide=4e-4, lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0, guide_weight=25.0,
-                 l2=1e-4, momentum=0.0, max_norm=10.0, guide_units=300, guide_pool=4,
-                 guide_init_scale=0.75, guide_input_noise=0.0, guide_vis_drop=0.2,
+                 lr_gen=4e-4, lr_guide=4e-4, lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0,
+                 guide_weight=25.0, l2=1e-4, momentum=0.0, max_norm=10.0, guide_units=300,
+                 guide_pool=4, guide_init_scale=0.75, guide_input_noise=0.0, guide_vis_drop=0.2,
                  guide_hid_drop=0.5, guide_bias_noise=0.1, bptt="stored", unroll="scan", seed=0):
         from vgsn.chain import UNROLLS, step_weights
         from vgsn.nets import MaxoutGuide
@@ -492,8 +491,9 @@ class VCGLoop:
         # Generator (q and p): Eq. 7 on f(chain outputs) + weighted per-step VAE costs
         # (Eq. 2 with Eq. 5's KL, the model's lambda / gamma) + L2 weight decay.
         gen_loss = obj.generator_loss(f_gen, self.gen_loss)
-        # Step t's cost is model.vae_cost(nll[t], kl[t]) (Kbar = step t's minibatch mean),
-        # written over the whole (steps, rows) arrays so the graph does not grow with T.
+        # Step t's cost is model.vae_cost(nll[t], kl[t]) (Kbar = step t's minibatch mean;
+        # without gamma if not chain_gamma), written over the whole (steps, rows) arrays so
+        # the graph does not grow with T.
         if self.chain_gamma:
             kl_reg = obj.over_regularised_kl(fwd.kl, model.hyper.lam_kl, model.hyper.gamma_kl,
                                              axis=1)
