@@ -344,8 +344,7 @@ def function(inputs, outputs=None, updates=None, **kwargs):
     if not plain:
         stats["bypassed"] += 1
         return _library_function(inputs, outputs, updates=updates, **kwargs)
-    mode = kwargs.get("mode")
-    mode = _lib.compile.mode.get_mode(mode) if not isinstance(mode, _lib.compile.mode.Mode) else mode
+    mode = _lib.compile.mode.get_mode(kwargs.get("mode"))       # a Mode passes through
     shared_order = []
     try:
         key = _key(list(inputs), outs, upd, mode, shared_order)

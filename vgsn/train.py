@@ -123,6 +123,15 @@ def patch_mask(image_shape, rng, frac=16 / 28):
 # data
 # ---------------------------------------------------------------------------
 
+def _model_args(c):
+    """The ``OneStageModel`` arguments a preset fixes (all but x_dim and the data-
+    and schedule-dependent ones): one list for a new run and for ``load_models``."""
+    return dict(z_dim=c.z_dim, q_hidden=c.hidden, p_hidden=c.hidden, x_type=c.x_type,
+                init_scale=c.init_scale, logvar_bound=c.logvar_bound,
+                batch_repeat=c.batch_repeat, momentum=c.momentum, max_norm=c.max_norm,
+                l2_on=c.l2_on, seed=c.seed)
+
+
 def load_data(config, data_dir=None):
     """Load the config's dataset, falling back as the demo presets allow.
 
@@ -284,11 +293,8 @@ class Run:
         c = config
         self.x_dim = data.n_pixels
         self.model = OneStageModel(
-            self.x_dim, c.z_dim, q_hidden=c.hidden, p_hidden=c.hidden, x_type=c.x_type,
-            x_mean=data.train.mean(axis=0), init_scale=c.init_scale, logvar_bound=c.logvar_bound,
-            batch_repeat=c.batch_repeat, momentum=c.momentum, max_norm=c.max_norm,
-            lr=c.pretrain_lr, lam_kl=kl_weight_at(0, c.lam_kl, c.kl_warmup), gamma_kl=c.gamma_kl,
-            l2=c.pretrain_l2, l2_on=c.l2_on, seed=c.seed)
+            self.x_dim, **_model_args(c), x_mean=data.train.mean(axis=0), lr=c.pretrain_lr,
+            lam_kl=kl_weight_at(0, c.lam_kl, c.kl_warmup), gamma_kl=c.gamma_kl, l2=c.pretrain_l2)
         self.loop = None   # the guided chain after the fork
         self.vae = None    # the 1-step VAE branch after the fork (vae_branch)
         self.data_rng = np.random.default_rng([c.seed, 2])
@@ -986,10 +992,7 @@ def load_models(path):
         mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
         if not mine:
             continue
-        m = OneStageModel(mine["q.h0.W"].shape[0], c.z_dim, q_hidden=c.hidden, p_hidden=c.hidden,
-                          x_type=c.x_type, init_scale=c.init_scale, logvar_bound=c.logvar_bound,
-                          batch_repeat=c.batch_repeat, momentum=c.momentum, max_norm=c.max_norm,
-                          l2_on=c.l2_on, seed=c.seed)
+        m = OneStageModel(mine["q.h0.W"].shape[0], **_model_args(c))
         m.set_state(mine)
         models[prefix] = m
     return models
