@@ -1,4 +1,4 @@
-"""The one module that names the symbolic library.
+"""The one module that names the symbolic library and its mode; it prints nothing.
 
 vgsn runs on Aesara (Theano's successor) where it installs, i.e. Python <= 3.11,
 and on PyTensor (Aesara's maintained fork, same Theano-style API) on Python 3.12+.
@@ -6,10 +6,28 @@ Every other module imports the symbolic API from here::
 
     from vgsn.backend import T, function, shared, scan, grad, floatX
 
-Choosing
---------
+``function`` is the library's own, unchanged. The disk cache of rewritten graphs
+(``vgsn.graphcache``, opt-in) is called explicitly where it pays; this module never
+imports it.
+
+Choosing the library
+--------------------
 ``VGSN_BACKEND=aesara`` or ``VGSN_BACKEND=pytensor`` forces one; otherwise Aesara
 is used when it imports, else PyTensor.
+
+Choosing the mode
+-----------------
+``VGSN_MODE`` (read once, at import; set it before the first ``import vgsn.backend``,
+which is what a ``--backend`` option does) is one of
+
+- ``C`` (default; ``CVM`` is the same): compiled C ops with BLAS, run by the C virtual
+  machine. The only mode on Aesara, the faithful Theano-era path.
+- ``JAX``: PyTensor's JAX mode (XLA: CPU, or a GPU with jax's CUDA wheels).
+- ``NUMBA``: PyTensor's Numba mode.
+
+``MODE`` is the mode in use: ``'c'``, ``'jax'`` or ``'numba'``. A mode on Aesara other
+than C, or a ``VGSN_MODE`` that contradicts a ``mode=`` in the user's
+``PYTENSOR_FLAGS``, raises a one-line ``ValueError`` at import.
 
 Flags
 -----
@@ -18,23 +36,26 @@ Set before the library is imported, and only where the user has not set them
 
 - ``floatX=float32``: the whole model is float32, like the 2015 code on a GPU.
 - ``blas__ldflags=-lopenblas`` when a system OpenBLAS is found: without a linked
-  BLAS every dot product falls back to slow generic code (a VAE update then runs
-  at about half speed). PyTensor does not find it by itself.
-- PyTensor only: ``mode=CVM`` (the C virtual machine, compiled C ops with BLAS),
-  since its default NUMBA mode is slower here and compiles for long on first call.
-  ``VGSN_MODE=JAX`` (or NUMBA) picks another PyTensor mode.
+  BLAS every dot product of the C mode falls back to slow generic code (a VAE update
+  then runs at about half speed). PyTensor does not find it by itself.
+  ``blas_warning()`` returns the one-line message to show when none is linked.
+- PyTensor only: ``mode=`` the chosen mode (``CVM`` for C: PyTensor's own default is
+  NUMBA).
 """
 import glob
 import importlib
 import os
-import sys
 import warnings
 
 __all__ = [
-    "NAME", "T", "function", "shared", "scan", "grad", "config", "floatX",
-    "disconnected_grad", "clone_replace", "blas_linked", "as_floatX",
+    "NAME", "MODE", "MODES", "T", "function", "shared", "scan", "grad", "config", "floatX",
+    "disconnected_grad", "clone_replace", "blas_linked", "blas_warning", "as_floatX",
     "library_version", "verify_grad", "compile_mode", "Op", "Apply",
 ]
+
+#: vgsn's mode names -> PyTensor's ``config.mode`` names.
+MODES = {"c": "CVM", "jax": "JAX", "numba": "NUMBA"}
+_MODE_ALIASES = {"c": "c", "cvm": "c", "jax": "jax", "numba": "numba"}
 
 _OPENBLAS_GLOBS = (
     "/usr/lib/x86_64-linux-gnu/libopenblas.so",
@@ -55,51 +76,87 @@ def _find_openblas_dir():
     return None
 
 
+def _user_flags(user_flags):
+    """``{name: value}`` of a flag string ``a=1,b=2``."""
+    return {k.strip(): v.strip() for k, _, v in
+            (item.partition("=") for item in user_flags.split(",") if "=" in item)}
+
+
 def _flag_string(user_flags, defaults):
     """Append ``defaults`` (dict) to the user's flag string, never overriding one."""
-    given = {item.split("=", 1)[0].strip() for item in user_flags.split(",") if "=" in item}
+    given = _user_flags(user_flags)
     extra = [f"{k}={v}" for k, v in defaults.items() if k not in given]
     return ",".join([f for f in [user_flags.strip(",")] + extra if f])
 
 
-def _configure(env_var, defaults):
-    os.environ[env_var] = _flag_string(os.environ.get(env_var, ""), defaults)
+def _requested_mode():
+    """``VGSN_MODE`` as one of ``MODES`` ('c' when unset)."""
+    raw = os.environ.get("VGSN_MODE", "").strip()
+    mode = _MODE_ALIASES.get(raw.lower() or "c")
+    if mode is None:
+        raise ValueError(f"VGSN_MODE={raw!r} is not a mode: set it to C, JAX or NUMBA (or unset it)")
+    return mode
 
 
-def _choose():
+def _choose(mode):
     forced = os.environ.get("VGSN_BACKEND", "").strip().lower()
     if forced not in ("", "aesara", "pytensor"):
         raise ValueError(
             f"VGSN_BACKEND={forced!r} is not a backend: set it to 'aesara' or 'pytensor' (or unset it)")
-    order = [forced] if forced else ["aesara", "pytensor"]
+    if forced == "aesara" and mode != "c":
+        raise ValueError(f"VGSN_MODE={mode.upper()} needs PyTensor: Aesara runs the C mode only "
+                         "(unset VGSN_MODE, or VGSN_BACKEND=pytensor on Python >= 3.12)")
+    # JAX and Numba exist on PyTensor alone.
+    order = [forced] if forced else (["aesara", "pytensor"] if mode == "c" else ["pytensor"])
     openblas_dir = _find_openblas_dir()
     errors = []
     for name in order:
+        env_var = name.upper() + "_FLAGS"
         defaults = {"floatX": "float32"}
         if openblas_dir is not None:
             defaults["blas__ldflags"] = f"-L{openblas_dir} -lopenblas"
         if name == "pytensor":
-            defaults["mode"] = os.environ.get("VGSN_MODE", "CVM")
-        _configure(name.upper() + "_FLAGS", defaults)
+            user_mode = _user_flags(os.environ.get(env_var, "")).get("mode")
+            if user_mode is not None and os.environ.get("VGSN_MODE", "").strip() \
+                    and user_mode.upper() != MODES[mode]:
+                raise ValueError(f"VGSN_MODE={mode.upper()} but {env_var} sets mode={user_mode}: "
+                                 "keep one of the two")
+            defaults["mode"] = MODES[mode]
+        os.environ[env_var] = _flag_string(os.environ.get(env_var, ""), defaults)
         try:
             with warnings.catch_warnings():
-                # We print our own one-line BLAS warning below.
+                # The library's own BLAS warning: blas_warning() says it once, with the fix.
                 warnings.filterwarnings("ignore", message=".*BLAS.*")
                 lib = importlib.import_module(name)
                 importlib.import_module(name + ".tensor")
             return name, lib
         except Exception as exc:  # ImportError, or Aesara failing on new numpy
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    if mode != "c":
+        raise ImportError(f"VGSN_MODE={mode.upper()} needs PyTensor (Python >= 3.12; Aesara runs "
+                          f"the C mode only), which did not import ({'; '.join(errors)}). Fix: "
+                          "unset VGSN_MODE, or pip install -e .[jax] on Python >= 3.12")
     raise ImportError(
         "vgsn needs Aesara (Python <= 3.11) or PyTensor (Python >= 3.12); none imported ("
         + "; ".join(errors) + "). Fix: pip install -e . (it picks the right one for this Python)")
 
 
-NAME, _lib = _choose()
+def _mode_in_use():
+    """'c', 'jax' or 'numba', from the linker of the library's default mode (the user's
+    ``mode=`` flag may have picked it)."""
+    linker = type(_lib.compile.mode.get_default_mode().linker).__name__.lower()
+    for name in ("jax", "numba"):
+        if name in linker:
+            return name
+    return "c"
+
+
+NAME, _lib = _choose(_requested_mode())
+MODE = _mode_in_use()
 library_version = _lib.__version__
 config = _lib.config
 T = importlib.import_module(NAME + ".tensor")
-_library_function = _lib.function
+function = _lib.function
 shared = _lib.shared
 scan = _lib.scan
 grad = _lib.grad
@@ -121,6 +178,19 @@ def blas_linked():
     return bool(config.blas__ldflags.strip())
 
 
+def blas_warning():
+    """The one-line message to show the user when the C mode links no BLAS, else None.
+
+    None too in the JAX and Numba modes (they bring their own BLAS) and when
+    ``VGSN_QUIET_BLAS`` is set. Nothing is printed here: the command line shows it once.
+    """
+    if MODE != "c" or blas_linked() or os.environ.get("VGSN_QUIET_BLAS"):
+        return None
+    return (f"vgsn: {NAME} links no BLAS, so matrix products run several times slower. Fix: "
+            "install OpenBLAS (Debian/Ubuntu: apt-get install libopenblas-dev; macOS: brew "
+            f"install openblas) or set {NAME.upper()}_FLAGS=blas__ldflags=<your BLAS link flags>.")
+
+
 def compile_mode(excluding=(), keep_buffers=False):
     """The default compile mode (``config.mode``) for ``function(..., mode=...)``.
 
@@ -140,18 +210,3 @@ def as_floatX(value):
     """``numpy.asarray(value, dtype=floatX)``."""
     import numpy
     return numpy.asarray(value, dtype=floatX)
-
-
-def function(inputs, outputs=None, **kwargs):
-    """The library's ``function`` (same arguments), keeping rewritten graphs on disk so a
-    later process links them without rewriting again: see ``vgsn.graphcache``."""
-    from vgsn.graphcache import function as cached_function
-    return cached_function(inputs, outputs, **kwargs)
-
-
-if not blas_linked() and not os.environ.get("VGSN_QUIET_BLAS"):
-    print(
-        f"vgsn: {NAME} links no BLAS, so matrix products run several times slower. Fix: install "
-        "OpenBLAS (Debian/Ubuntu: apt-get install libopenblas-dev; macOS: brew install openblas) "
-        f"or set {NAME.upper()}_FLAGS=blas__ldflags=<your BLAS link flags>.",
-        file=sys.stderr)

@@ -1,30 +1,63 @@
 """A disk cache of rewritten graphs: compile a function once, re-link it in later processes.
 
+OPT-IN: ``VGSN_GRAPH_CACHE=1`` turns it on; unset (or 0) every call is an ordinary
+compile. Why it is not on by default is at the end of this docstring.
+
 Compiling a Theano-style function has three parts: building the symbolic graph in
 Python, *rewriting* it (canonicalisation, fusion, BLAS, in-place, scan rewrites) and
 *linking* it (loading a C module per op from the compile cache). Aesara and PyTensor
 cache the C modules on disk, but not the rewritten graph: every new process pays the
-rewriting again, which is most of a warm compile (about 9 of the 12 s of
-``VCGLoop.train_step`` at the 2015 sizes).
+rewriting again, which is most of a warm compile (guided update at the 2015 sizes,
+Aesara: 14.2 s with the C modules cached, 2.4 s with the rewritten graph cached too).
 
-``function`` here is a drop-in for the library's ``function`` that keeps the rewritten
-graph too. The key is a digest of the graph *as built* (every op with its properties,
-every constant's bytes, the types of inputs and shared variables, the updates), of the
-compile mode's rewrite query, of the library's version and of every config option
-(but the folders). On a miss it compiles as usual and stores the rewritten graph, its shared
-variables written as references (never their values). On a hit it loads that graph,
-binds the references to the caller's own shared variables, and hands it to the
-library with rewriting switched off: the function is linked from the same rewritten
-graph the first process ran, in-place ops included (the library's destroy handler still
-orders them and checks the inputs they may overwrite).
+``function`` here takes the library's ``function`` arguments and keeps the rewritten
+graph too; vgsn calls it by name where that pays (the two ``train_step`` builds and
+``run_chain``). The key is a digest of the graph *as built* (every op with its
+properties, every constant's bytes, the types of inputs and shared variables, the
+updates), of the compile mode (linker settings and rewrite query), of the library's
+name and version, of every config option (but the folders), of vgsn's version and of
+the bytes of every vgsn source file (an edited Op or graph builder means a new key).
+On a miss it compiles as usual and stores the rewritten graph, its shared variables
+written as references (never their values). On a hit it loads that graph, binds the
+references to the caller's own shared variables, and hands it to the library with
+rewriting switched off: the function is linked from the same rewritten graph the
+first process ran, in-place ops included (the library's destroy handler still orders
+them and checks the inputs they may overwrite).
 
-Anything the digest does not know how to describe exactly (an op without
-``__props__``, a free variable, a rewrite added by hand to the mode) makes the call an
-ordinary compile, as does any error while loading a stored graph. Stored graphs are
-pickles, trusted like the library's own compiled modules beside them. Files live in
-``<compiledir>/vgsn_graphs`` (``VGSN_GRAPH_CACHE_DIR`` moves them), are written
-atomically, and the least recently used go when they pass 256 MB. ``VGSN_GRAPH_CACHE=0`` turns
-the cache off; ``clear()`` empties it.
+Only the C linker is served (JAX and Numba compile the ordinary way). Anything the
+digest does not know how to describe exactly (an op without ``__props__``, a free
+variable, a rewrite added by hand to the mode) makes the call an ordinary compile. A
+stored graph that fails to load is warned about once (``warnings.warn``, with the
+file's path), compiled the ordinary way and stored again. ``stats()`` gives the
+process's hit / miss counts, ``summary()`` the same as one line for a run's log.
+Stored graphs are pickles, trusted like the library's own compiled modules beside
+them. Files live in ``<compiledir>/vgsn_graphs`` (``VGSN_GRAPH_CACHE_DIR`` moves
+them), are written atomically, and the least recently used go when they pass 256 MB;
+``clear()`` empties it.
+
+Why opt-in: a false hit cannot be ruled out by construction
+------------------------------------------------------------
+A hit links a pickled graph with rewriting off and ``accept_inplace=True``, so a key
+that matches when the graphs should differ gives wrong numbers, not an error. The key
+is as exact as the library lets it be, but it reads the library's internals and cannot
+see everything that decides a rewrite:
+
+- it names the rewrite *query* (include / exclude tags), not the rewrites registered
+  under those tags: code that registers a rewrite at run time (outside vgsn's source,
+  which is in the key) changes the result under the same key;
+- ops are described by ``__props__``; an op whose behaviour also depends on attributes
+  outside its props (legal, if unusual), or a Scan setting ``_inner_graph_tok`` skips
+  (non-plain values of ``vars(op)``), is keyed as if it were equal;
+- types and dataclasses are described by their ``repr`` (refused when it holds an
+  ``" at 0x"`` address); a ``repr`` that omits a field that matters collides;
+- an editable install of the library changed without a new version number keeps its
+  version string;
+- the config is read through ``_config_var_dict``, a private attribute: a library
+  release that renames it drops every option from the key.
+
+The tests check bit-identical updates from a stored graph and a new entry for other
+flags, ops and constants, but they cannot prove the list above empty, so the default
+is the library's own compile.
 """
 import dataclasses
 import hashlib
@@ -32,18 +65,24 @@ import os
 import pickle
 import tempfile
 import types
+import warnings
 
 import numpy as np
 
+import vgsn
 from vgsn import backend as B
 
-__all__ = ["function", "graph_digest", "cache_dir", "clear", "enabled", "stats", "Uncacheable"]
+__all__ = ["function", "graph_digest", "cache_dir", "clear", "enabled", "stats", "summary",
+           "source_digest", "Uncacheable"]
 
-FORMAT = 1
+FORMAT = 2
 MAX_BYTES = 256 * 2**20    # least recently used graphs go beyond this (a guided update: ~2 MB)
 _lib = B._lib
-_library_function = B._library_function
-stats = {"hits": 0, "misses": 0, "bypassed": 0, "stored": 0, "load_errors": 0}
+_library_function = B.function
+_STATS = {"hits": 0, "misses": 0, "bypassed": 0, "stored": 0, "load_errors": 0,
+          "store_errors": 0}
+_warned = set()             # files (or folders) already warned about in this process
+_source_digest = None
 
 if B.NAME == "aesara":
     from aesara.compile.sharedvalue import SharedVariable
@@ -73,8 +112,37 @@ class Uncacheable(Exception):
 
 
 def enabled():
-    """False when ``VGSN_GRAPH_CACHE`` is set to 0 / off / no / false."""
-    return os.environ.get("VGSN_GRAPH_CACHE", "1").strip().lower() not in ("0", "off", "no", "false")
+    """True when ``VGSN_GRAPH_CACHE`` is 1 / on / yes / true (off by default: see the
+    module docstring); a value that is none of these or 0 / off / no / false is an error."""
+    raw = os.environ.get("VGSN_GRAPH_CACHE", "").strip().lower()
+    if raw in ("1", "on", "yes", "true"):
+        return True
+    if raw in ("", "0", "off", "no", "false"):
+        return False
+    raise ValueError(f"VGSN_GRAPH_CACHE={raw!r} is not a switch: set it to 1 (on) or 0 (off)")
+
+
+def stats():
+    """This process's counts, a new dict: ``hits`` (linked from a stored graph), ``misses``
+    (compiled and stored), ``bypassed`` (ordinary compile: cache off, another linker, or a
+    call it cannot key), ``stored``, ``load_errors``, ``store_errors``."""
+    return dict(_STATS)
+
+
+def summary():
+    """One line for a run's log: whether the cache is on, where, and ``stats()``."""
+    st = stats()
+    if not enabled():
+        return f"graph cache: off (VGSN_GRAPH_CACHE=1 turns it on); {st['bypassed']} compiles"
+    return (f"graph cache: on ({cache_dir()}): {st['hits']} hits, {st['misses']} misses, "
+            f"{st['bypassed']} bypassed, {st['stored']} stored, {st['load_errors']} load errors, "
+            f"{st['store_errors']} store errors")
+
+
+def _warn_once(where, text):
+    if where not in _warned:
+        _warned.add(where)
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
 
 
 def cache_dir():
@@ -209,6 +277,31 @@ def graph_digest(inputs, outputs, shared_order, updates=(), trace=None):
     return h.hexdigest()
 
 
+def source_digest():
+    """sha256 of vgsn's version and of every ``.py`` file of the installed vgsn package
+    (relative path and bytes, in path order); computed once per process."""
+    global _source_digest
+    if _source_digest is None:
+        root = os.path.dirname(os.path.abspath(vgsn.__file__))
+        h = hashlib.sha256(f"vgsn {vgsn.__version__}".encode())
+        files = []
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            files += [os.path.join(folder, n) for n in names if n.endswith(".py")]
+        for path in sorted(files):
+            h.update(b"\x00" + os.path.relpath(path, root).encode() + b"\x00")
+            with open(path, "rb") as f:
+                h.update(f.read())
+        _source_digest = h.hexdigest()
+    return _source_digest
+
+
+def _c_linker(mode):
+    """True for the C virtual machine / C linkers (the only ones the cache serves)."""
+    name = type(mode.linker).__name__.lower()
+    return not any(other in name for other in ("jax", "numba", "pytorch", "mlx"))
+
+
 def _mode_tok(mode):
     query = getattr(mode, "provided_optimizer", None)
     if isinstance(query, str) or query is None:
@@ -219,7 +312,9 @@ def _mode_tok(mode):
             raise Uncacheable("the mode carries rewrites added by hand")
         opt = _name(type(query)) + _tok(state)
     linker = mode.linker
-    return f"{_name(type(linker))}|{opt}"
+    settings = {k: v for k, v in vars(linker).items()
+                if k != "fgraph" and isinstance(v, (bool, int, float, str, type(None)))}
+    return f"{_name(type(linker))}{_tok(settings)}|{opt}"
 
 
 def _config_tok():
@@ -237,7 +332,8 @@ def _config_tok():
 
 def _key(inputs, outputs, updates, mode, shared_order):
     parts = [
-        f"vgsn-graphcache-{FORMAT}", B.NAME, B.library_version, _config_tok(), _mode_tok(mode),
+        f"vgsn-graphcache-{FORMAT}", source_digest(), B.NAME, B.library_version, _config_tok(),
+        _mode_tok(mode),
         graph_digest(inputs, outputs, shared_order, updates),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
@@ -332,46 +428,55 @@ _PLAIN = {"name", "mode", "profile", "on_unused_input", "allow_input_downcast"}
 
 
 def function(inputs, outputs=None, updates=None, **kwargs):
-    """The library's ``function``, with the rewritten graph cached on disk (module
-    docstring). Takes the same arguments; calls it cannot key exactly (``givens``,
-    ``no_default_updates``, ``In``/``Out`` specs, ...) compile the ordinary way."""
+    """The library's ``function``, with the rewritten graph cached on disk when
+    ``VGSN_GRAPH_CACHE=1`` (module docstring). Takes the same arguments; with the cache
+    off, another linker than C, or a call it cannot key exactly (``givens``,
+    ``no_default_updates``, ``In``/``Out`` specs, ...), it is the library's ordinary
+    compile."""
     upd = list(updates.items()) if hasattr(updates, "items") else list(updates or [])
     single = outputs is not None and not isinstance(outputs, (list, tuple))
     outs = [] if outputs is None else ([outputs] if single else list(outputs))
     plain = (enabled() and set(kwargs) <= _PLAIN and isinstance(inputs, (list, tuple))
              and all(isinstance(v, Variable) for v in list(inputs) + outs)
              and all(isinstance(sv, SharedVariable) and isinstance(e, Variable) for sv, e in upd))
-    if not plain:
-        stats["bypassed"] += 1
+    mode = _lib.compile.mode.get_mode(kwargs.get("mode")) if plain else None   # a Mode passes
+    if not plain or not _c_linker(mode):
+        _STATS["bypassed"] += 1
         return _library_function(inputs, outputs, updates=updates, **kwargs)
-    mode = _lib.compile.mode.get_mode(kwargs.get("mode"))       # a Mode passes through
     shared_order = []
     try:
         key = _key(list(inputs), outs, upd, mode, shared_order)
     except Uncacheable:
-        stats["bypassed"] += 1
+        _STATS["bypassed"] += 1
         return _library_function(inputs, outputs, updates=updates, **kwargs)
     path = os.path.join(cache_dir(), key + ".pkl")
     if os.path.exists(path):
         try:
             payload = _load(path, list(inputs), shared_order)
-        except Exception:
-            stats["load_errors"] += 1
+        except Exception as exc:
+            _STATS["load_errors"] += 1
+            _warn_once(path, f"vgsn.graphcache: could not load the stored graph {path} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                             "compiling the ordinary way and storing it again")
         else:
-            stats["hits"] += 1
+            _STATS["hits"] += 1
             linked = _lib.compile.mode.Mode(linker=mode.linker, optimizer=None)
             new_outs = payload["outputs"][0] if single else (None if outputs is None else
                                                               payload["outputs"])
             rest = {k: v for k, v in kwargs.items() if k != "mode"}
             rest["on_unused_input"] = "ignore"
             return _library_function(payload["inputs"], new_outs,
-                                 updates=[(shared_order[k], e) for k, e in payload["updates"]],
-                                 mode=linked, accept_inplace=True, **rest)
-    stats["misses"] += 1
+                                     updates=[(shared_order[k], e) for k, e in payload["updates"]],
+                                     mode=linked, accept_inplace=True, **rest)
+    _STATS["misses"] += 1
     fn = _library_function(inputs, outputs, updates=updates, **kwargs)
     try:
         _store(path, fn, len(inputs), shared_order)
-        stats["stored"] += 1
-    except Exception:       # a graph that will not pickle is compiled every time, as before
-        pass
+        _STATS["stored"] += 1
+    except Exception as exc:    # the function is fine; only the next process compiles again
+        _STATS["store_errors"] += 1
+        _warn_once(os.path.dirname(path),
+                   f"vgsn.graphcache: could not store a rewritten graph in {os.path.dirname(path)} "
+                   f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                   "later processes will rewrite it again")
     return fn
