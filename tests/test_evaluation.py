@@ -1,7 +1,9 @@
 """Tests of vgsn.evaluation against independent computations.
 
-GPDE: brute-force scipy logsumexp over explicit differences; the Gaussian limit.
-Importance weighting: log p(x) by quadrature over a 1- or 2-dimensional z.
+GPDE: brute-force scipy logsumexp over explicit differences; the Gaussian limit;
+both protocols (vgsn's held-out sigma, the paper-era same-rows sigma).
+Importance weighting: log p(x) by quadrature over a 1- or 2-dimensional z, on
+binary, grey and dynamically binarised rows.
 """
 import math
 import tracemalloc
@@ -146,6 +148,88 @@ def test_bad_inputs_raise(small):
         ev.parzen_log_likelihood(C[0], X, 0.1)
 
 
+def logpdfs_parzen(centres, X, sigma):
+    """Per-row log-density written as LogPDFs.theano_parzen defines it (numpy, float64):
+    log-mean-exp of -0.5 ||(x - mu) / sigma||^2 minus dims * log(sigma sqrt(2 pi))."""
+    a = (np.asarray(X, np.float64)[:, None, :] - np.asarray(centres, np.float64)[None]) / sigma
+    e = -0.5 * (a ** 2).sum(2)
+    m = e.max(1)
+    return m + np.log(np.exp(e - m[:, None]).mean(1)) - X.shape[1] * np.log(sigma * np.sqrt(2 * np.pi))
+
+
+@pytest.fixture(scope="module")
+def two_spreads():
+    """Centres and validation rows tight around 5 means, test rows looser: the
+    two protocols choose different sigmas."""
+    rng = np.random.default_rng(8)
+    means = rng.random((5, 12))
+    C = means[rng.integers(0, 5, 500)] + 0.08 * rng.standard_normal((500, 12))
+    X_valid = means[rng.integers(0, 5, 120)] + 0.08 * rng.standard_normal((120, 12))
+    X_test = means[rng.integers(0, 5, 90)] + 0.2 * rng.standard_normal((90, 12))
+    return C, X_valid, X_test
+
+
+def test_both_protocols_match_brute_force(two_spreads):
+    C, X_valid, X_test = two_spreads
+    grid = np.array([0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3])
+    pgrid = np.array([0.05, 0.1, 0.15, 0.2, 0.25])
+    # Brute force of each definition, sigma by sigma.
+    v_means = [logpdfs_parzen(C, X_valid, s).mean() for s in grid]
+    s_vgsn = grid[int(np.argmax(v_means))]
+    test_at = logpdfs_parzen(C, X_test, s_vgsn)
+    p_means = [logpdfs_parzen(C, X_test, s).mean() for s in pgrid]
+    s_paper = pgrid[int(np.argmax(p_means))]
+    pv_means = [logpdfs_parzen(C, X_valid, s).mean() for s in pgrid]
+    assert s_vgsn != s_paper  # the case tells the protocols apart
+    assert 0 < int(np.argmax(v_means)) < grid.size - 1
+
+    vg = ev.gpde(C, X_valid, X_test, sigmas=grid)
+    assert vg["protocol"] == "vgsn" and vg["sigma"] == s_vgsn
+    assert vg["test_mean"] == pytest.approx(test_at.mean(), abs=1e-8)
+    pa = ev.gpde_paper(C, X_test, sigmas=pgrid)
+    assert pa["sigma"] == s_paper and pa["mean"] == pytest.approx(max(p_means), abs=1e-8)
+    np.testing.assert_allclose(pa["ll_per_sigma"], p_means, atol=1e-8)
+    best = logpdfs_parzen(C, X_test, s_paper)
+    assert pa["stderr"] == pytest.approx(best.std(ddof=1) / math.sqrt(best.size), rel=1e-8)
+    same = ev.gpde(C, None, X_test, sigmas=pgrid, protocol="paper")  # X_valid unused
+    assert same["protocol"] == "paper" and same["sigma"] == s_paper
+    assert same["test_mean"] == pytest.approx(max(p_means), abs=1e-8)
+
+    both = ev.gpde_both(C, X_valid, X_test, sigmas=grid, paper_sigmas=pgrid)
+    assert both["gpde_sigma"] == s_vgsn and both["gpde_paper_sigma"] == s_paper
+    assert both["gpde_valid"] == pytest.approx(max(v_means), abs=1e-8)
+    assert both["gpde_test"] == pytest.approx(test_at.mean(), abs=1e-8)
+    assert both["gpde_test_stderr"] == pytest.approx(vg["test_stderr"], rel=1e-9)
+    assert both["gpde_paper_test"] == pytest.approx(max(p_means), abs=1e-8)
+    assert both["gpde_paper_test_stderr"] == pytest.approx(pa["stderr"], rel=1e-9)
+    assert both["gpde_paper_valid"] == pytest.approx(max(pv_means), abs=1e-8)
+    assert both["gpde_paper_valid_sigma"] == pgrid[int(np.argmax(pv_means))]
+    assert both["gpde_sigma_at_edge"] is False and both["gpde_paper_sigma_at_edge"] is False
+
+
+def test_same_rows_protocol_is_optimistic(two_spreads):
+    """On one grid the paper's number is the test maximum, never below vgsn's."""
+    C, X_valid, X_test = two_spreads
+    grid = ev.PAPER_MNIST_SIGMAS
+    both = ev.gpde_both(C, X_valid, X_test, sigmas=grid, paper_sigmas=grid)
+    assert both["gpde_paper_test"] >= both["gpde_test"]
+    assert both["gpde_paper_test"] == pytest.approx(
+        max(logpdfs_parzen(C, X_test, s).mean() for s in grid), abs=1e-8)
+    with pytest.raises(ValueError, match="protocol"):
+        ev.gpde(C, X_valid, X_test, protocol="best")
+
+
+def test_fold_summary():
+    v = [2010.0, 2071.5, 2043.0, 2102.25, 1998.0]
+    got = ev.fold_summary(v)
+    assert got["mean"] == pytest.approx(sum(v) / 5)
+    sd = math.sqrt(sum((x - sum(v) / 5) ** 2 for x in v) / 4)
+    assert got["std"] == pytest.approx(sd) and got["stderr"] == pytest.approx(sd / math.sqrt(5))
+    assert got["n"] == 5
+    with pytest.raises(ValueError, match="one per fold"):
+        ev.fold_summary([])
+
+
 def test_gemm_flops_count():
     assert ev.parzen_gemm_flops(10000, 10000, 784) == pytest.approx(1.568e11)
 
@@ -162,15 +246,15 @@ class TinyBernoulliModel:
     Implements the OneStageModel numpy API used by vgsn.evaluation, in float64
     numpy, so nothing here depends on models.py."""
 
-    def __init__(self, seed=0, q_sd=1.1):
+    def __init__(self, seed=0, q_sd=1.1, z_dim=2):
         rng = np.random.default_rng(seed)
-        self.x_dim, self.z_dim, self.x_type = 5, 2, "bernoulli"
+        self.x_dim, self.z_dim, self.x_type = 5, int(z_dim), "bernoulli"
         self.W = 1.5 * rng.standard_normal((self.z_dim, self.x_dim))
         self.b = 0.5 * rng.standard_normal(self.x_dim)
         self.rng = np.random.default_rng(seed + 1)
         self.q_logvar = 2 * math.log(q_sd)
         patterns = ((np.arange(32)[:, None] >> np.arange(5)) & 1).astype(np.float64)
-        Z = grid_points(2, 7.0, 141)
+        Z = grid_points(self.z_dim, 7.0, 141 if self.z_dim == 2 else 2001)
         log_joint = np.stack([self.log_px_given_z(np.repeat(x[None], len(Z), 0), Z)
                               for x in patterns]) - 0.5 * (Z ** 2).sum(1)
         post = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True))
@@ -295,3 +379,110 @@ def test_one_stage_model_against_quadrature():
     bound = ev.variational_bound(model, X, k=500, rng=0)
     assert bound.mean() < exact.mean() - 0.3  # q is the untrained encoder: loose
     assert np.all(bound < iw + 0.01)
+
+
+# ---------------------------------------------------------------------------
+# Dynamically binarised rows, and what the IWLL of grey rows is.
+
+class RecordingModel(TinyBernoulliModel):
+    """The tiny model, keeping every X it is shown."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.seen = []
+
+    def encode(self, X):
+        self.seen.append(np.array(X))
+        return super().encode(X)
+
+    def log_px_given_z(self, X, Z):
+        if hasattr(self, "seen"):
+            self.seen.append(np.array(X))
+        return super().log_px_given_z(X, Z)
+
+
+PATTERNS = ((np.arange(32)[:, None] >> np.arange(5)) & 1).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def grey():
+    """A 1-d z tiny model and 6 grey rows in (0, 1)."""
+    model = RecordingModel(seed=2, z_dim=1)
+    X = np.random.default_rng(9).uniform(0.05, 0.95, (6, 5))
+    return model, X
+
+
+def test_binarize_is_bernoulli_of_the_pixels():
+    X = np.random.default_rng(0).random((4000, 3)) * [0.1, 0.5, 0.9]
+    B = ev.binarize(X, rng=3)
+    assert set(np.unique(B)) == {0.0, 1.0} and B.dtype == X.dtype
+    np.testing.assert_array_equal(B, np.random.default_rng(3).random(X.shape) < X)
+    # Marginals: P(x_b = 1) = x (4000 rows; 5 standard errors).
+    assert abs((B - X).mean(0)).max() < 5 * 0.5 / math.sqrt(4000)
+    binary = (X > 0.3).astype(np.float32)
+    np.testing.assert_array_equal(ev.binarize(binary, rng=1), binary)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ev.binarize(X + 1.0)
+
+
+def test_binarized_iwll_sees_only_binary_rows(grey):
+    model, X = grey
+    model.seen.clear()
+    got = ev.binarized_iwll(model, X, k=50, rng=4)
+    assert len(model.seen) >= 2
+    for A in model.seen:
+        assert np.isin(A, (0.0, 1.0)).all()
+    # The rows it scored are the seeded binarisation, drawn first from rng.
+    Xb = (np.random.default_rng(4).random(X.shape) < X).astype(np.float64)
+    g = np.random.default_rng(4)
+    g.random(X.shape)
+    np.testing.assert_allclose(got, ev.importance_weighted_ll(model, Xb, k=50, rng=g), rtol=1e-12)
+
+
+def test_binarized_equals_plain_on_binary_rows(tiny):
+    model, X = tiny
+    X = X[:10]
+    g = np.random.default_rng(6)
+    g.random(X.shape)  # the draws binarize consumes
+    plain = ev.importance_weighted_ll(model, X, k=30, rng=g)
+    np.testing.assert_allclose(ev.importance_weighted_ll(model, X, k=30, rng=6, binarize=True),
+                               plain, rtol=1e-12)
+
+
+def test_binarized_iwll_converges_to_log_p_of_the_binarisation(grey):
+    model, X = grey
+    Xb = (np.random.default_rng(12).random(X.shape) < X).astype(np.float64)
+    exact = exact_log_px(model.log_px_given_z, Xb, 1, half_width=8.0, n=4001)
+    got = ev.binarized_iwll(model, X, k=100000, rng=12, batch_rows=200000)
+    np.testing.assert_allclose(got, exact, atol=0.01)
+
+
+def test_grey_iwll_bounds_the_expected_binarised_log_likelihood(grey):
+    """Grey rows: the IWLL converges to log int exp(E_b log p(b|z)) p(z) dz, which is
+    below E_b[log p(b)] (Jensen), and every k stays below it too."""
+    model, X = grey
+    log_pb = exact_log_px(model.log_px_given_z, PATTERNS, 1, half_width=8.0, n=4001)
+    # P(b | x) = prod x^b (1 - x)^(1 - b), for each row and each of the 32 patterns.
+    P = np.exp(np.log(X) @ PATTERNS.T + np.log1p(-X) @ (1 - PATTERNS).T)
+    np.testing.assert_allclose(P.sum(1), 1.0, atol=1e-12)
+    expected = P @ log_pb                                          # E_b log p(b), per row
+    limit = exact_log_px(model.log_px_given_z, X, 1, half_width=8.0, n=4001)
+    assert np.all(limit < expected - 1e-3), (limit, expected)
+    iw = ev.importance_weighted_ll(model, X, k=100000, rng=13, batch_rows=200000)
+    np.testing.assert_allclose(iw, limit, atol=0.01)
+    for k in (1, 10, 1000):
+        mean_k = np.mean([ev.importance_weighted_ll(model, X, k=k, rng=r) for r in range(20)], 0)
+        assert np.all(mean_k < expected), k
+
+
+def test_iwll_kind_and_gaussian_refusal():
+    assert "lower bound on the expected log-likelihood" in ev.iwll_kind("bernoulli")
+    assert "binarised" in ev.iwll_kind("bernoulli", binarized=True)
+    assert "R^D" in ev.iwll_kind("gaussian")
+    with pytest.raises(ValueError, match="bernoulli"):
+        ev.iwll_kind("gaussian", binarized=True)
+
+    class GaussianStub:
+        x_type, z_dim = "gaussian", 1
+    with pytest.raises(ValueError, match="Bernoulli model"):
+        ev.importance_weighted_ll(GaussianStub(), np.zeros((2, 3)), k=2, binarize=True)
