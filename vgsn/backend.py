@@ -31,8 +31,9 @@ than C, or a ``VGSN_MODE`` that contradicts a ``mode=`` in the user's
 
 Flags
 -----
-Set before the library is imported, and only where the user has not set them
-(``AESARA_FLAGS`` / ``PYTENSOR_FLAGS`` always win):
+Set for the library's import, and only where the user has not set them
+(``AESARA_FLAGS`` / ``PYTENSOR_FLAGS`` always win; the variable is given back as the
+user left it once the library has read it, so child processes choose afresh):
 
 - ``floatX=float32``: the whole model is float32, like the 2015 code on a GPU.
 - ``blas__ldflags=-lopenblas`` when a system OpenBLAS is found: without a linked
@@ -44,6 +45,7 @@ Set before the library is imported, and only where the user has not set them
 """
 import glob
 import importlib
+import logging
 import os
 import warnings
 
@@ -98,6 +100,10 @@ def _requested_mode():
     return mode
 
 
+def _no_blas_record(record):
+    return "BLAS" not in record.getMessage()
+
+
 def _choose(mode):
     forced = os.environ.get("VGSN_BACKEND", "").strip().lower()
     if forced not in ("", "aesara", "pytensor"):
@@ -122,16 +128,28 @@ def _choose(mode):
                 raise ValueError(f"VGSN_MODE={mode.upper()} but {env_var} sets mode={user_mode}: "
                                  "keep one of the two")
             defaults["mode"] = MODES[mode]
-        os.environ[env_var] = _flag_string(os.environ.get(env_var, ""), defaults)
+        user = os.environ.get(env_var)
+        os.environ[env_var] = _flag_string(user or "", defaults)
+        # The library's own no-BLAS message (a warning or a log record, at import):
+        # blas_warning() says it instead, with the fix, where the command line shows it.
+        blas_log = logging.getLogger(name + ".tensor.blas")
+        blas_log.addFilter(_no_blas_record)
         try:
             with warnings.catch_warnings():
-                # The library's own BLAS warning: blas_warning() says it once, with the fix.
                 warnings.filterwarnings("ignore", message=".*BLAS.*")
                 lib = importlib.import_module(name)
                 importlib.import_module(name + ".tensor")
             return name, lib
         except Exception as exc:  # ImportError, or Aesara failing on new numpy
             errors.append(f"{name}: {type(exc).__name__}: {exc}")
+        finally:
+            blas_log.removeFilter(_no_blas_record)
+            # The library has read its flags; give child processes the user's own, so that
+            # their VGSN_MODE (a sweep's, a benchmark's) is not overruled by ours.
+            if user is None:
+                del os.environ[env_var]
+            else:
+                os.environ[env_var] = user
     if mode != "c":
         raise ImportError(f"VGSN_MODE={mode.upper()} needs PyTensor (Python >= 3.12; Aesara runs "
                           f"the C mode only), which did not import ({'; '.join(errors)}). Fix: "
