@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from vgsn.datasets import (DATASET_NAMES, MNIST_MD5, Dataset, DatasetError, fetch, load_dataset,
-                           read_idx, read_tfd, resize_area, resolve_data_dir, tfd_masks)
+from vgsn.datasets import (DATASET_NAMES, MNIST_MD5, TFD_FOLDS, Dataset, DatasetError, fetch,
+                           load_dataset, read_idx, read_tfd, resize_area, resolve_data_dir,
+                           tfd_folds, tfd_masks)
 from vgsn.safe_pickle import dumps_py2
 
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'data'
@@ -481,6 +482,48 @@ def test_tfd_single_fold_is_disjoint(tmp_path, fold):
     assert len(expect['train']) + len(expect['valid']) + len(expect['test']) == 20
     labelled_only = load_dataset('tfd', tmp_path, fold=fold, unlabeled=False)
     assert len(labelled_only.train) == len(expect['train']) - 8 and (labelled_only.train_labels >= 0).all()
+
+
+def test_tfd_fold_all_flags_its_overlap(tmp_path):
+    raw = tfd_layout()
+    _write_tfd(tmp_path / 'TFD_48x48.mat', raw, 'mat')
+    ds = load_dataset('tfd', tmp_path)
+    # Independently: a labelled row is "test" when any fold says 3 and "train" when any says 1.
+    codes = raw['folds']
+    in_train = (codes == 1).any(1) | (codes == 0).all(1)
+    in_test = (codes == 3).any(1)
+    both = [i for i in range(2, 22) if in_train[i] and in_test[i]]
+    assert len(both) > 0
+    assert ds.test_overlaps_train is True
+    x = raw['images'].reshape(22, 2304).astype(np.float32) / 255
+    for i in both:  # the very same image sits in train and in test
+        assert (ds.train == x[i]).all(1).any() and (ds.test == x[i]).all(1).any()
+    assert f"{len(both)} of {len(ds.test)} test" in ds.note and 'fold=0..4' in ds.note
+
+
+def test_tfd_per_fold_protocol_is_held_out(tmp_path):
+    raw = tfd_layout()
+    _write_tfd(tmp_path / 'TFD_48x48.mat', raw, 'mat')
+    assert tfd_folds(tmp_path) == list(TFD_FOLDS) == [0, 1, 2, 3, 4]
+    sizes = []
+    for k in tfd_folds(tmp_path):
+        ds = load_dataset('tfd', tmp_path, fold=k)
+        assert ds.test_overlaps_train is False and ds.note == ''
+        train_rows = {r.tobytes() for r in ds.train}
+        assert not any(r.tobytes() in train_rows for r in np.vstack([ds.valid, ds.test]))
+        sizes.append(len(ds.test))
+    # Across the 5 folds every labelled image is a test image at least once.
+    assert sum(sizes) >= 12
+    three = tfd_layout(n_folds=3)
+    _write_tfd(tmp_path / 'three.mat', three, 'mat')
+    assert tfd_folds(path=tmp_path / 'three.mat') == [0, 1, 2]
+    with pytest.raises(DatasetError, match='cannot be downloaded'):
+        tfd_folds(tmp_path / 'nowhere')
+
+
+def test_other_datasets_do_not_overlap():
+    ds = load_dataset('digits')
+    assert ds.test_overlaps_train is False and ds.note == ''
 
 
 def test_tfd_masks():

@@ -47,7 +47,8 @@ from vgsn import safe_pickle
 __all__ = [
     'DatasetError', 'Dataset', 'DATASET_NAMES', 'MNIST_MIRRORS', 'MNIST_MD5',
     'resolve_data_dir', 'load_dataset', 'load_mnist', 'load_tfd', 'load_olivetti',
-    'load_frey', 'load_digits', 'read_idx', 'read_tfd', 'tfd_masks', 'fetch', 'resize_area',
+    'load_frey', 'load_digits', 'read_idx', 'read_tfd', 'tfd_masks', 'tfd_folds', 'TFD_FOLDS',
+    'fetch', 'resize_area',
 ]
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,12 @@ class Dataset:
         subject) where the source has them.
     source : str
         Where the arrays came from, in words.
+    test_overlaps_train : bool
+        True when images of ``test`` (or ``valid``) are also training images (TFD
+        with fold 'all': a test image of one fold is a training image of
+        another), so test numbers are not held-out numbers.
+    note : str
+        One line for reports about how the split may be compared ('' if nothing to say).
     """
 
     name: str
@@ -107,6 +114,8 @@ class Dataset:
     valid_labels: np.ndarray = None
     test_labels: np.ndarray = None
     source: str = ''
+    test_overlaps_train: bool = False
+    note: str = ''
 
     def __post_init__(self):
         self.image_shape = tuple(int(s) for s in self.image_shape)
@@ -599,6 +608,44 @@ def tfd_masks(folds, fold='all'):
             for code, name in enumerate(('unlabeled', 'train', 'valid', 'test'))}
 
 
+#: The folds of TFD_48x48.mat: the GAN paper's held-out protocol trains, picks
+#: sigma and tests on fold k's own train / valid / test, k = 0..4, and reports the
+#: mean over the folds (``vgsn.evaluation.fold_summary``).
+TFD_FOLDS = (0, 1, 2, 3, 4)
+
+
+def _tfd_path(data_dir, size, path):
+    folder = resolve_data_dir(data_dir)
+    names = [f'TFD_{size}x{size}.mat', f'tfd_data_{size}x{size}.pkl', f'tfd_data_{size}x{size}.pkl.gz']
+    if path is None:
+        path = _find(folder, names)
+        if path is None:
+            raise DatasetError(
+                f"{folder / names[0]}: file not found (nor {names[1]}). TFD is not public and cannot "
+                f"be downloaded. Fix: if you have it, put {names[0]} there or pass path=...; "
+                f"otherwise use the public stand-in 'olivetti' (olivettifaces.mat, resized to "
+                f"{size}x{size}) or 'frey' (see {DATA_README})")
+    return Path(path)
+
+
+def tfd_folds(data_dir=None, *, size=48, path=None):
+    """The folds a TFD file holds, for the held-out per-fold protocol.
+
+    Each is a ``fold=`` value for :func:`load_tfd` / ``load_dataset('tfd', fold=k)``
+    whose train, valid and test sets are disjoint. Train one model per fold,
+    choose sigma on its valid set, score its test set, and report the mean over
+    folds (Goodfellow et al. 2014, whose TFD number is that mean): the comparable
+    TFD number. Fold 'all' (the 2015 code) is not held out.
+
+    Returns
+    -------
+    list of int
+        ``0 .. k-1`` for the file's ``folds`` array of shape (n, k) (5 for TFD).
+    """
+    raw = read_tfd(_tfd_path(data_dir, size, path), size)
+    return list(range(raw['folds'].shape[1]))
+
+
 def load_tfd(data_dir=None, *, fold='all', size=48, path=None, unlabeled=True):
     """The Toronto Face Database as the 2015 code used it.
 
@@ -611,7 +658,10 @@ def load_tfd(data_dir=None, *, fold='all', size=48, path=None, unlabeled=True):
     data_dir : str or Path, optional
         Folder holding ``TFD_{size}x{size}.mat`` or ``tfd_data_{size}x{size}.pkl``.
     fold : int or 'all'
-        See :func:`tfd_masks`; 'all' (default) is what the 2015 code ran.
+        See :func:`tfd_masks`; 'all' (default) is what the 2015 code ran, and
+        its valid / test images are training images of other folds
+        (``test_overlaps_train`` and ``note`` of the result say so). Held out:
+        ``fold=k`` for each k of :func:`tfd_folds`, averaged over folds.
     size : int
         48 (the paper) or 96 (the other TFD release).
     path : str or Path, optional
@@ -622,19 +672,10 @@ def load_tfd(data_dir=None, *, fold='all', size=48, path=None, unlabeled=True):
     Returns
     -------
     Dataset
-        Labels are expression 0-6, -1 where unknown.
+        Labels are expression 0-6, -1 where unknown; ``test_overlaps_train``
+        is True when a valid or test image is also in ``train``.
     """
-    folder = resolve_data_dir(data_dir)
-    names = [f'TFD_{size}x{size}.mat', f'tfd_data_{size}x{size}.pkl', f'tfd_data_{size}x{size}.pkl.gz']
-    if path is None:
-        path = _find(folder, names)
-        if path is None:
-            raise DatasetError(
-                f"{folder / names[0]}: file not found (nor {names[1]}). TFD is not public and cannot "
-                f"be downloaded. Fix: if you have it, put {names[0]} there or pass path=...; "
-                f"otherwise use the public stand-in 'olivetti' (olivettifaces.mat, resized to "
-                f"{size}x{size}) or 'frey' (see {DATA_README})")
-    path = Path(path)
+    path = _tfd_path(data_dir, size, path)
     raw = read_tfd(path, size)
     masks = tfd_masks(raw['folds'], fold)
     nonblank = raw['images'].reshape(len(raw['images']), -1).any(axis=1)
@@ -646,8 +687,18 @@ def load_tfd(data_dir=None, *, fold='all', size=48, path=None, unlabeled=True):
         sets.append(_to_unit(raw['images'][rows].reshape(len(rows), size * size), path))
         sets.append(expression[rows])
     (xtr, ytr, xva, yva, xte, yte) = sets
+    # The same image (file row) in train and in valid / test: with fold 'all' a
+    # test image of one fold is a training image of the others.
+    shared = {part: int((train_mask & masks[part] & nonblank).sum()) for part in ('valid', 'test')}
+    overlap = shared['valid'] > 0 or shared['test'] > 0
+    note = ''
+    if overlap:
+        note = (f"TFD fold {fold!r}: {shared['test']:,} of {len(xte):,} test and "
+                f"{shared['valid']:,} of {len(xva):,} valid images are also training images "
+                f"(of another fold), so test numbers are not held out; the comparable TFD "
+                f"number is the mean over fold=0..4 (datasets.tfd_folds)")
     return Dataset('tfd', xtr, xva, xte, (size, size), ytr, yva, yte,
-                   source=f"TFD {path}, fold {fold}")
+                   source=f"TFD {path}, fold {fold}", test_overlaps_train=overlap, note=note)
 
 
 # --------------------------------------------------------------------------- faces
