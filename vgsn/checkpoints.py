@@ -1,43 +1,19 @@
-"""Saving and loading networks: vgsn's own checkpoints and the 2015 author code's files.
+"""vgsn's training checkpoints: one HDF5 file of named arrays plus JSON metadata.
 
-=============================  ===================================================
-2015 author-code files         ``vgsn.orig2015`` (re-exported here): read the
-                               pickles the 2015 Theano code saved (InfNet q / p,
-                               PeaNet guide) into vgsn's nets, and write vgsn's
-                               parameters in the same layout.
-vgsn training checkpoints      ``save_run_checkpoint`` / ``load_run_checkpoint``
-                               (below): one HDF5 file of named arrays (parameters,
-                               momentum, hyperparameters) plus JSON metadata
-                               (update counter, config, RNG states), written
-                               atomically and checked on load; ``vgsn.train``
-                               writes and resumes them.
-=============================  ===================================================
+``save_run_checkpoint`` / ``load_run_checkpoint``: parameters, momentum and
+hyperparameters by name, plus the update counter, config and RNG states as JSON;
+written atomically and checked against a checksum on load. ``vgsn.train`` writes and
+resumes them. The 2015 author code's pickles are read and written by ``vgsn.orig2015``.
 """
+import hashlib
+import json
+import os
+from pathlib import Path
 
-# ---------------------------------------------------------------------------
-# 2015 author-code files (implemented in vgsn/orig2015.py)
-# ---------------------------------------------------------------------------
-from vgsn.orig2015 import (  # noqa: F401
-    Function2015, InfNetFile, Orig2015Error, PeaNetFile, export_2015_guide, export_2015_infnet,
-    export_2015_model, load_2015_guide, load_2015_model, read_2015_infnet, read_2015_peanet,
-    set_guide_from_2015, set_infnet_from_2015)
+import numpy as np
 
-__all__ = [
-    "Function2015", "InfNetFile", "Orig2015Error", "PeaNetFile", "export_2015_guide",
-    "export_2015_infnet", "export_2015_model", "load_2015_guide", "load_2015_model",
-    "read_2015_infnet", "read_2015_peanet", "set_guide_from_2015", "set_infnet_from_2015",
-]
-
-
-# ---------------------------------------------------------------------------
-# vgsn's own training checkpoints (HDF5, written by vgsn.train)
-# ---------------------------------------------------------------------------
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
+__all__ = ["RUN_FORMAT", "RUN_VERSION", "CheckpointError", "save_run_checkpoint",
+           "load_run_checkpoint"]
 
 #: The ``format`` attribute of a run checkpoint, and its layout version.
 RUN_FORMAT = "vgsn-run-checkpoint"
@@ -170,6 +146,3 @@ def load_run_checkpoint(path):
                               f"(corrupt); it was not loaded")
     return arrays, meta
 
-
-__all__ += ["RUN_FORMAT", "RUN_VERSION", "CheckpointError", "save_run_checkpoint",
-            "load_run_checkpoint"]
