@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vgsn import datasets
+from vgsn import cli, datasets, train
 from vgsn import presets as P
-from vgsn import train
 
 ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -28,9 +27,25 @@ def test_help_lists_every_preset_on_one_line(script):
         assert flag in res.stdout
 
 
+def test_help_and_argument_errors_never_import_the_symbolic_library():
+    # Parsing is plain Python: the library (seconds to import) loads once the
+    # arguments are good.
+    code = ("import sys\n"
+            "from vgsn import cli\n"
+            "for argv in (['--help'], ['--preset', 'nope'], ['--quick', '--updates', '-1']):\n"
+            "    try:\n"
+            "        cli.cli_main(argv, 'mnist')\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(sorted(m for m in ('aesara', 'pytensor', 'vgsn.backend') if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
 def _error(capsys, argv, script="mnist"):
     with pytest.raises(SystemExit) as exit_:
-        train.cli_main(argv, script)
+        cli.cli_main(argv, script)
     err = capsys.readouterr().err
     assert exit_.value.code == 2
     lines = err.strip().splitlines()
@@ -64,15 +79,15 @@ def test_out_holding_a_run_is_refused(capsys, tmp_path):
 
 
 def test_overrides_reach_the_config():
-    parser = train.build_parser("mnist")
+    parser = cli.build_parser("mnist")
     args = parser.parse_args(["--preset", "mnist2-ork", "--updates", "1000", "--seed", "7",
-                              "--code2015", "--set", "hidden=50,40", "--set", "z_dim=3"])
-    c = train.config_from_args(args, parser, "mnist")
+                              "--code2015", "--set", "q_hidden=50,40", "--set", "z_dim=3"])
+    c = cli.config_from_args(args, parser, "mnist")
     assert (c.pretrain_updates, c.chain_updates) == (400, 600)   # the preset's 80k : 120k
-    assert (c.seed, c.momentum, c.step_decay, c.hidden, c.z_dim) == (7, 0.5, 0.0, (50, 40), 3)
+    assert (c.seed, c.momentum, c.step_decay, c.q_hidden, c.z_dim) == (7, 0.5, 0.0, (50, 40), 3)
     args = parser.parse_args(["--quick", "--pretrain-updates", "10", "--chain-updates", "0",
                               "--dataset", "digits", "--step-decay", "0.5", "--no-figures"])
-    c = train.config_from_args(args, parser, "mnist")
+    c = cli.config_from_args(args, parser, "mnist")
     assert (c.name, c.pretrain_updates, c.chain_updates, c.dataset, c.fallback_dataset,
             c.step_decay, c.figures) == ("quick", 10, 0, "digits", None, 0.5, False)
 
@@ -96,7 +111,7 @@ def test_quick_uses_mnist_when_present():
 
 def test_tfd_missing_explains_and_offers_the_stand_ins(capsys, tmp_path):
     out = tmp_path / "run"
-    code = train.cli_main(["--preset", "tfd-ork", "--data-dir", str(tmp_path), "--out", str(out)],
+    code = cli.cli_main(["--preset", "tfd-ork", "--data-dir", str(tmp_path), "--out", str(out)],
                           "tfd")
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1

@@ -1,5 +1,6 @@
 """The training loop: schedules, presets, HDF5 checkpoints, a whole tiny run,
 exact resume after SIGKILL, divergence, damaged checkpoints."""
+import inspect
 import json
 import os
 import signal
@@ -11,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vgsn import cli, snapshots, train
 from vgsn import presets as P
-from vgsn import train
+from vgsn.models import OneStageModel, VCGLoop
+from vgsn.nets import MaxoutGuide
 from vgsn.checkpoints import CheckpointError, load_run_checkpoint, save_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,11 +51,11 @@ def test_kl_weight_rises_from_one_to_lambda():
 def test_patch_mask_occludes_one_square_inside_the_border():
     rng = np.random.default_rng(0)
     for _ in range(20):
-        m = train.patch_mask((28, 28), rng).reshape(28, 28)
+        m = snapshots.patch_mask((28, 28), rng).reshape(28, 28)
         rows, cols = np.nonzero(m == 0)
         assert len(rows) == 16 * 16
         assert rows.min() >= 1 and cols.min() >= 1 and rows.max() <= 26 and cols.max() <= 26
-    assert (train.patch_mask((8, 8), rng) == 0).sum() == 5 * 5
+    assert (snapshots.patch_mask((8, 8), rng) == 0).sum() == 5 * 5
 
 
 # ---- presets ------------------------------------------------------------------
@@ -68,12 +71,13 @@ def test_patch_mask_occludes_one_square_inside_the_border():
 def test_paper_presets_carry_the_papers_numbers(name, x_type, hidden, z, pre, chain, lam, gamma,
                                                vae):
     p = P.get_preset(name).validate()
-    assert (p.x_type, p.hidden, p.z_dim) == (x_type, (hidden, hidden), z)
+    assert (p.x_type, p.q_hidden, p.p_hidden, p.z_dim) == (x_type, (hidden, hidden),
+                                                           (hidden, hidden), z)
     assert (p.pretrain_updates, p.chain_updates, p.vae_branch) == (pre, chain, vae)
     assert (p.lam_kl, p.gamma_kl) == (lam, gamma)
-    assert (p.batch_size, p.batch_repeat, p.chain_steps, p.momentum) == (100, 5, 6, 0.0)
+    assert (p.batch_size, p.batch_repeat, p.steps, p.momentum) == (100, 5, 6, 0.0)
     assert (p.eval_every, p.scatter_every, p.gpde_samples) == (10_000, 30_000, 10_000)
-    assert (p.gen_loss, p.gen_weight, p.guide_weight, p.guide_l2) == ("elastic", 25.0, 25.0, 0.05)
+    assert (p.gen_loss, p.gen_weight, p.guide_weight, p.lam_l2d) == ("elastic", 25.0, 25.0, 0.05)
     assert (p.pretrain_l2, p.chain_l2, p.kl_warmup) == (1e-5, 1e-4, 10_000)
     assert (p.guide_units, p.guide_pool) == (300, 4)
     assert p.dataset == ("tfd" if name.startswith("tfd") else "mnist")
@@ -87,7 +91,7 @@ def test_code2015_switches_only_the_documented_fields():
     assert (code.momentum, code.step_decay, code.chain_lr_decay_every, code.l2_on,
             code.chain_gamma) == (0.5, 0.0, 0, "all", False)
     tfd = P.code2015(P.get_preset("tfd-ork"))
-    assert (tfd.batch_size, tfd.chain_steps, tfd.step_decay) == (400, 5, 0.1)
+    assert (tfd.batch_size, tfd.steps, tfd.step_decay) == (400, 5, 0.1)
 
 
 def test_preset_round_trips_through_a_dict_and_rejects_bad_values():
@@ -99,11 +103,42 @@ def test_preset_round_trips_through_a_dict_and_rejects_bad_values():
         replace(p, momentum=1.0).validate()
     with pytest.raises(ValueError, match="pretrain_updates must be >= 0"):
         replace(p, pretrain_updates=-1).validate()
-    assert P.parse_value("hidden", "500,400") == (500, 400)
-    assert P.parse_value("fault_at", "none") is None
+    assert P.parse_value("q_hidden", "500,400") == (500, 400)
+    assert P.parse_value("lr_guide", "none") is None
     assert P.parse_value("vae_branch", "no") is False
     with pytest.raises(ValueError, match="z_dim must be a whole number"):
         P.parse_value("z_dim", "2.5")
+    with pytest.raises(ValueError, match=r"gen_loss must be one of \('elastic', 'abs'\)"):
+        replace(p, gen_loss="l1").validate()
+    # A config saved before the fields took the constructors' names still loads.
+    old = dict(p.to_dict(), hidden=[7, 6], guide_l2=0.2, chain_lr=3e-3, fault_at=None)
+    for name in ("q_hidden", "p_hidden", "lam_l2d", "lr_gen"):
+        del old[name]
+    back = P.Preset.from_dict(old)
+    assert (back.q_hidden, back.p_hidden, back.lam_l2d, back.lr_gen) == ((7, 6), (7, 6), 0.2, 3e-3)
+    with pytest.raises(ValueError, match=r"unknown setting 'hidden' \(renamed: q_hidden, p_hidden\)"):
+        P.parse_value("hidden", "5,5")
+
+
+def _arguments(cls):
+    return set(inspect.signature(cls).parameters)
+
+
+@pytest.mark.parametrize("name", sorted(P.PRESETS))
+def test_presets_map_onto_the_constructors_by_their_own_names(name):
+    c = P.get_preset(name)
+    model, guide, loop = P.model_args(c), P.guide_args(c), P.loop_args(c)
+    assert set(model) <= _arguments(OneStageModel) - {"x_dim", "x_mean"}
+    assert set(guide) <= _arguments(MaxoutGuide) - {"n_in", "rng"}
+    assert set(loop) <= _arguments(VCGLoop) - {"model", "guide"}
+    # each value is the preset field of that name (the guide's carry the prefix guide_)
+    fields = c.to_dict()
+    for k, v in {**model, **loop}.items():
+        if k in fields and (k, v) not in (("seed", loop["seed"]), ("lr_guide", loop["lr_guide"])):
+            assert fields[k] == (list(v) if isinstance(v, tuple) else v), k
+    for k, v in guide.items():
+        assert fields[f"guide_{k}"] == v, k
+    assert loop["seed"] == c.seed + 2 and loop["lr_guide"] == (c.lr_guide or c.lr_gen)
 
 
 # ---- checkpoints ----------------------------------------------------------------
@@ -248,10 +283,12 @@ def test_load_models_gives_the_trained_branches(tiny_run):
     assert X.shape == (3, 64) and np.all((X >= 0) & (X <= 1))
 
 
-def _run_script(args, env_extra=None, timeout=300):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, str(ROOT / "run_mnist.py"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def _run_script(args, kill_at=None, timeout=300):
+    """run_mnist.py in its own process; with ``kill_at`` through the test driver that
+    SIGKILLs the process right after that update."""
+    script = ["run_mnist.py"] if kill_at is None else ["tests/_kill_at.py", str(kill_at)]
+    return subprocess.run([sys.executable, *script, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def _metrics_files(out):
@@ -265,13 +302,13 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     # resumed runs: this process has compiled and run many other graphs, and the
     # comparison is bit for bit.
     ref = tmp_path / "reference"
-    done = _run_script(["--preset", "tiny", "--out", str(ref), "--quiet", "--no-figures"], {})
+    done = _run_script(["--preset", "tiny", "--out", str(ref), "--quiet", "--no-figures"])
     assert done.returncode == 0, done.stderr[-2000:]
     # a random update after the first checkpoint, before the end (either phase)
     kill_at = int(np.random.default_rng().integers(c.checkpoint_every + 1, c.total_updates))
     out = tmp_path / "killed"
     args = ["--preset", "tiny", "--out", str(out), "--quiet", "--no-figures"]
-    killed = _run_script(args, {"VGSN_TEST_KILL_AT": str(kill_at)})
+    killed = _run_script(args, kill_at)
     assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr[-2000:])
     _, meta = load_run_checkpoint(out / "checkpoint.h5")
     assert meta["update"] == max(u for u in range(kill_at + 1)
@@ -286,11 +323,29 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+class PoisonAt(train.Hooks):
+    """Update ``k`` runs with NaN learning rates (the run must stop as diverged)."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def before_step(self, run):
+        if run.update + 1 != self.k:
+            return
+        hypers = [run.model.hyper] if run.loop is None else [run.loop.hyper]
+        hypers += [run.vae.hyper] if run.vae is not None else []
+        for hp in hypers:
+            for name in hp.names():
+                if name.startswith("lr"):
+                    var = getattr(hp, name)
+                    var.set_value(np.asarray(np.nan, dtype=var.dtype))
+
+
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     out = tmp_path / "nan"
-    c = _tiny(chain_updates=0, fault_at=22, figures=False)
+    c = _tiny(chain_updates=0, figures=False)
     with pytest.raises(train.Diverged) as err:
-        train.run(c, out, quiet=True)
+        train.run(c, out, quiet=True, hooks=PoisonAt(22))
     msg = str(err.value)
     assert "update 23" in msg and "not finite" in msg and "\n" not in msg
     assert f"{out / 'checkpoint.h5'} (update 15)" in msg
@@ -300,8 +355,8 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     # A fault right before a checkpoint is due: the poisoned parameters are not saved;
     # the command line says so in one line and exits with status 1.
     out2 = tmp_path / "nan2"
-    code = train.cli_main(["--preset", "tiny", "--chain-updates", "0", "--no-figures", "--quiet",
-                           "--set", "fault_at=30", "--out", str(out2)], "mnist")
+    code = cli.cli_main(["--preset", "tiny", "--chain-updates", "0", "--no-figures", "--quiet",
+                         "--out", str(out2)], "mnist", hooks=PoisonAt(30))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1
     assert err[0].startswith("run_mnist.py: error: update 30: parameters became non-finite")
@@ -316,4 +371,4 @@ def test_resume_refuses_a_cut_short_checkpoint(tiny_run, tmp_path):
     (out / "checkpoint.h5").write_bytes(data[:len(data) * 2 // 3])
     with pytest.raises(train.TrainingError, match="cannot resume: .*cut short"):
         train.resume(out, quiet=True)
-    assert train.cli_main(["--resume", str(out), "--quiet"], "mnist") == 1
+    assert cli.cli_main(["--resume", str(out), "--quiet"], "mnist") == 1

@@ -44,7 +44,7 @@ field                    paper (default)                  2015 code (``code2015`
 ``chain_gamma``          True: Eq. 5's squared term in    False: the chain cost has
                          the chain's step costs too       lambda * KL only
 ``batch_size`` (TFD)     100 x 5 (Sec. 7)                 400 x 5
-``chain_steps`` (TFD)    6                                5 (``chain_len=5``)
+``steps`` (TFD)          6                                5 (``chain_len=5``)
 =======================  ===============================  ===============================
 
 The paper gives no per-step weights; equal weights (decay 1) were tried and let
@@ -73,12 +73,26 @@ occluding patch) at the end of each phase; at the end the GPDE on the test set
 importance-weighted log-likelihood.
 
 The presets are plain data: nothing here builds a model or touches a file.
+:func:`model_args`, :func:`guide_args` and :func:`loop_args` turn a preset into
+the keyword arguments of ``OneStageModel``, ``MaxoutGuide`` and ``VCGLoop``: the
+one place a field meets its constructor, under the constructor's own name.
 """
 from dataclasses import dataclass, fields, replace
 
+from vgsn.options import (BPTT_MODES, GENERATOR_LOSSES, L2_TARGETS, SIGMA_GRIDS, UNROLLS,
+                          X_TYPES, check)
+
 __all__ = ["Preset", "PRESETS", "PAPER_GPDE", "REFERENCE_GPDE", "get_preset", "code2015",
            "preset_names", "apply_overrides", "parse_value", "quick_for",
-           "SCRIPT_PRESETS"]
+           "SCRIPT_PRESETS", "RENAMED", "model_args", "guide_args", "loop_args", "loop_seed"]
+
+#: Fields renamed to their constructor's argument: old name -> new name(s). Configs
+#: saved before (a run folder's ``config.json``, a checkpoint) still load.
+RENAMED = {"hidden": ("q_hidden", "p_hidden"), "chain_steps": ("steps",),
+           "chain_lr": ("lr_gen",), "guide_lr": ("lr_guide",), "guide_l2": ("lam_l2d",),
+           "guide_data_rows": ("data_rows",)}
+#: Fields that are gone (their only value was this); dropped when a config loads.
+RETIRED = {"fault_at": None}
 
 #: The paper's test-set GPDE (nats) per experiment (SPEC.md section 7).
 PAPER_GPDE = {"mnist2-ork": 265.0, "mnist2-var": 220.0, "mnist2-kl24": 330.0,
@@ -103,8 +117,8 @@ class Preset:
     fallback_dataset : str or None
         Used (and said so) when ``dataset`` is not on disk; only the demos set it.
     x_type : {'bernoulli', 'gaussian'}
-    hidden : tuple of int
-        ReLU hidden layers of q and p each.
+    q_hidden, p_hidden : tuple of int
+        ReLU hidden layers of q and of p.
     z_dim : int
     init_scale, logvar_bound : float
         Orthogonal-init gain (1.4) and the shared log-variance bound B (6).
@@ -136,8 +150,8 @@ class Preset:
         Updates after the fork (each branch).
     vae_branch : bool
         Also continue a copy as a 1-step VAE for ``chain_updates`` (Fig. 3b).
-    chain_steps : int
-        Unrolled steps (6).
+    steps : int
+        Unrolled chain steps T (6).
     walkback : bool
         Reconstruct x0 at every step instead of the step's input.
     step_decay : float
@@ -147,9 +161,11 @@ class Preset:
     chain_gamma : bool
         Eq. 5's squared term (``gamma_kl``) in the chain's per-step VAE costs too
         (True); False: ``lambda * KL`` only, the 2015 chain cost (``code2015``).
-    chain_lr, chain_warmup, chain_lr_decay, chain_lr_decay_every
-        Schedule of the chain phase (counted from the fork); the guide's
-        learning rate is ``guide_lr`` or, when None, the same.
+    lr_gen, chain_warmup, chain_lr_decay, chain_lr_decay_every
+        q/p's learning rate in the chain phase and its schedule (counted from the
+        fork).
+    lr_guide : float or None
+        The guide's learning rate; None: ``lr_gen`` (the same schedule scales both).
     chain_l2 : float
         L2 weight decay on q and p in the chain phase (1e-4).
     l2_on : {'weights', 'all'}
@@ -157,13 +173,23 @@ class Preset:
         every q/p parameter as the 2015 code did (``code2015``).
     gen_weight, guide_weight : float
         Weights of the two collaborative costs (25 each).
-    guide_l2 : float
-        The guide's lam_l2d * mean(f^2) (0.05).
-    guide_units, guide_pool, guide_init_scale, guide_input_noise
-        Maxout guide: 300 groups of 4 per layer, init 0.75 (MNIST) / 1.0 (TFD),
-        input noise 0 (MNIST) / 0.1 (TFD).
-    guide_data_rows : int
+    lam_l2d, lam_l2a : float
+        The guide's regularisers lam_l2d * mean(f^2) (0.05) and lam_l2a * the mean
+        squared maxout pre-activations (0.01).
+    moment_weight : float
+        Weight of the mean/covariance matching term (Sec. 5); 0 leaves it out.
+    guide_units, guide_pool, guide_init_scale, guide_input_noise, guide_vis_drop,
+    guide_hid_drop, guide_bias_noise
+        ``MaxoutGuide``'s ``units``, ``pool``, ... (the ``guide_`` prefix keeps them
+        apart from the model's ``init_scale``): 300 groups of 4 per layer, init 0.75
+        (MNIST) / 1.0 (TFD), input noise 0 (MNIST) / 0.1 (TFD), dropout 0.2 on the
+        input and 0.5 on the hidden layers, bias noise 0.1.
+    data_rows : int
         Training images shown to the guide per update (200).
+    bptt : {'stored', 'autodiff'}
+        The chain's gradient: BPTT from stored activations, or autodiff through scan.
+    unroll : {'scan', 'python'}
+        The chain as one scan, or as a Python loop (a reference, slow to compile).
 
     Evaluation (Fig. 4)
     -------------------
@@ -194,9 +220,14 @@ class Preset:
     figures : bool
         Write the PNG figures (tests switch them off to save time).
     seed : int
-    fault_at : int or None
-        TESTING AID: before this update the learning rate is set to NaN, so the
-        run must stop as diverged. Never set it for real runs.
+        Seeds the model (``seed``), the data order, the loop and guide (``seed + 2``)
+        and every evaluation.
+
+    The fields a constructor takes carry its argument's name (``q_hidden``,
+    ``lr_gen``, ``lam_l2d``, ...): :func:`model_args`, :func:`guide_args` and
+    :func:`loop_args` are the one mapping from a preset to ``OneStageModel``,
+    ``MaxoutGuide`` and ``VCGLoop``. Configs written before the renames load
+    through :meth:`from_dict` (see ``RENAMED``).
     """
 
     name: str = "custom"
@@ -206,7 +237,8 @@ class Preset:
     fallback_dataset: str = None
     # model
     x_type: str = "bernoulli"
-    hidden: tuple = (1500, 1500)
+    q_hidden: tuple = (1500, 1500)
+    p_hidden: tuple = (1500, 1500)
     z_dim: int = 64
     init_scale: float = 1.4
     logvar_bound: float = 6.0
@@ -228,26 +260,33 @@ class Preset:
     # fork + guided chain
     chain_updates: int = 100_000
     vae_branch: bool = False
-    chain_steps: int = 6
+    steps: int = 6
     walkback: bool = False
     step_decay: float = 0.1
     gen_loss: str = "elastic"
     chain_gamma: bool = True
-    chain_lr: float = 4e-4
+    lr_gen: float = 4e-4
     chain_warmup: int = 5_000
     chain_lr_decay: float = 0.9
     chain_lr_decay_every: int = 25_000
     chain_l2: float = 1e-4
     l2_on: str = "weights"
-    guide_lr: float = None
+    lr_guide: float = None
     gen_weight: float = 25.0
     guide_weight: float = 25.0
-    guide_l2: float = 0.05
+    lam_l2d: float = 0.05
+    lam_l2a: float = 0.01
+    moment_weight: float = 0.0
     guide_units: int = 300
     guide_pool: int = 4
     guide_init_scale: float = 0.75
     guide_input_noise: float = 0.0
-    guide_data_rows: int = 200
+    guide_vis_drop: float = 0.2
+    guide_hid_drop: float = 0.5
+    guide_bias_noise: float = 0.1
+    data_rows: int = 200
+    bptt: str = "stored"
+    unroll: str = "scan"
     # evaluation
     eval_every: int = 10_000
     scatter_every: int = 30_000
@@ -269,7 +308,6 @@ class Preset:
     log_every: int = 100
     figures: bool = True
     seed: int = 1234
-    fault_at: int = None
 
     @property
     def total_updates(self):
@@ -284,6 +322,15 @@ class Preset:
     @classmethod
     def from_dict(cls, values):
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        values = dict(values)
+        for old, new in RENAMED.items():
+            if old in values:
+                value = values.pop(old)
+                for name in new:
+                    values.setdefault(name, value)
+        for old, only in RETIRED.items():
+            if old in values and values[old] == only:
+                del values[old]
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -300,28 +347,72 @@ class Preset:
                      "chain_warmup", "pretrain_lr_decay_every", "chain_lr_decay_every",
                      "eval_every", "scatter_every", "checkpoint_every"):
             need(int(getattr(self, name)) >= 0, name, ">= 0")
-        for name in ("z_dim", "batch_size", "batch_repeat", "chain_steps", "guide_units",
-                     "guide_pool", "guide_data_rows", "gpde_samples", "bound_samples",
+        for name in ("z_dim", "batch_size", "batch_repeat", "steps", "guide_units",
+                     "guide_pool", "data_rows", "gpde_samples", "bound_samples",
                      "iwll_k", "scatter_rows", "scatter_passes", "log_every"):
             need(int(getattr(self, name)) >= 1, name, ">= 1")
         need(self.total_updates >= 1, "pretrain_updates", "such that the run has at least 1 update")
-        need(self.x_type in ("bernoulli", "gaussian"), "x_type", "'bernoulli' or 'gaussian'")
-        need(self.sigmas in ("mnist", "tfd"), "sigmas", "'mnist' or 'tfd'")
-        need(self.gen_loss in ("elastic", "abs"), "gen_loss", "'elastic' or 'abs'")
-        need(self.l2_on in ("weights", "all"), "l2_on", "'weights' or 'all'")
-        need(len(self.hidden) >= 1 and all(int(h) >= 1 for h in self.hidden), "hidden",
-             "one or more positive layer sizes")
+        for name, allowed in (("x_type", X_TYPES), ("sigmas", SIGMA_GRIDS),
+                              ("gen_loss", GENERATOR_LOSSES), ("l2_on", L2_TARGETS),
+                              ("bptt", BPTT_MODES), ("unroll", UNROLLS)):
+            check(name, getattr(self, name), allowed)
+        for name in ("q_hidden", "p_hidden"):
+            need(len(getattr(self, name)) >= 1 and all(int(h) >= 1 for h in getattr(self, name)),
+                 name, "one or more positive layer sizes")
         need(0.0 <= float(self.momentum) < 1.0, "momentum", "in [0, 1)")
-        for name in ("pretrain_lr", "chain_lr", "lam_kl", "pretrain_lr_decay", "chain_lr_decay"):
+        for name in ("pretrain_lr", "lr_gen", "lam_kl", "pretrain_lr_decay", "chain_lr_decay"):
             need(float(getattr(self, name)) > 0, name, "> 0")
         for name in ("gamma_kl", "pretrain_l2", "chain_l2", "step_decay", "gen_weight",
-                     "guide_weight", "guide_l2", "guide_input_noise"):
+                     "guide_weight", "lam_l2d", "lam_l2a", "moment_weight", "guide_input_noise",
+                     "guide_bias_noise"):
             need(float(getattr(self, name)) >= 0, name, ">= 0")
-        need(self.guide_lr is None or float(self.guide_lr) > 0, "guide_lr", "> 0 or None")
+        for name in ("guide_vis_drop", "guide_hid_drop"):
+            need(0.0 <= float(getattr(self, name)) < 1.0, name, "in [0, 1)")
+        need(self.lr_guide is None or float(self.lr_guide) > 0, "lr_guide", "> 0 or None")
         for name in ("gpde_valid_rows", "gpde_test_rows", "bound_rows", "iwll_rows"):
             v = getattr(self, name)
             need(v is None or int(v) >= 1, name, ">= 1 or None (all rows)")
         return self
+
+
+# ---------------------------------------------------------------------------
+# THE mapping from a preset to the constructors (one place, their own names)
+# ---------------------------------------------------------------------------
+
+def model_args(c):
+    """``OneStageModel`` keyword arguments of preset ``c``: all but ``x_dim`` and
+    ``x_mean`` (the data's) and the scheduled hyperparameters ``lr``, ``lam_kl``,
+    ``gamma_kl``, ``l2`` (``vgsn.train`` sets them before every update)."""
+    return dict(z_dim=c.z_dim, q_hidden=c.q_hidden, p_hidden=c.p_hidden, x_type=c.x_type,
+                init_scale=c.init_scale, logvar_bound=c.logvar_bound,
+                batch_repeat=c.batch_repeat, momentum=c.momentum, max_norm=c.max_norm,
+                l2_on=c.l2_on, seed=c.seed)
+
+
+def loop_seed(c):
+    """The seed of the guided chain (``VCGLoop(seed=)``) and of its guide's init."""
+    return int(c.seed) + 2
+
+
+def guide_args(c):
+    """``MaxoutGuide`` keyword arguments of preset ``c``: all but ``n_in`` (the data's)
+    and ``rng`` (``numpy.random.default_rng([loop_seed(c), 2])``)."""
+    return dict(units=c.guide_units, pool=c.guide_pool, init_scale=c.guide_init_scale,
+                vis_drop=c.guide_vis_drop, hid_drop=c.guide_hid_drop,
+                bias_noise=c.guide_bias_noise, input_noise=c.guide_input_noise)
+
+
+def loop_args(c):
+    """``VCGLoop`` keyword arguments of preset ``c``: all but ``model`` and ``guide``.
+    ``lr_gen`` and ``lr_guide`` are the starting values (the chain phase's schedule
+    scales both)."""
+    return dict(steps=c.steps, walkback=c.walkback, step_decay=c.step_decay,
+                gen_loss=c.gen_loss, chain_gamma=c.chain_gamma, moment_weight=c.moment_weight,
+                data_rows=c.data_rows, lr_gen=c.lr_gen,
+                lr_guide=c.lr_gen if c.lr_guide is None else c.lr_guide, lam_l2d=c.lam_l2d,
+                lam_l2a=c.lam_l2a, gen_weight=c.gen_weight, guide_weight=c.guide_weight,
+                momentum=c.momentum, max_norm=c.max_norm, bptt=c.bptt, unroll=c.unroll,
+                seed=loop_seed(c))
 
 
 def _mnist1(**kw):
@@ -329,33 +420,33 @@ def _mnist1(**kw):
         name="mnist1", figure="Fig. 3",
         summary="MNIST-1 (Fig. 3): Bernoulli, 2x1500, z 64; 100k VAE, then fork: 100k guided "
                 "6-step vs 100k more 1-step VAE",
-        dataset="mnist", x_type="bernoulli", hidden=(1500, 1500), z_dim=64,
+        dataset="mnist", x_type="bernoulli", q_hidden=(1500, 1500), p_hidden=(1500, 1500), z_dim=64,
         pretrain_updates=100_000, chain_updates=100_000, vae_branch=True, **kw)
 
 
 def _mnist2(name, summary, lam_kl, gamma_kl):
     return Preset(
         name=name, figure="Fig. 4a-d", summary=summary,
-        dataset="mnist", x_type="gaussian", hidden=(1000, 1000), z_dim=50,
+        dataset="mnist", x_type="gaussian", q_hidden=(1000, 1000), p_hidden=(1000, 1000), z_dim=50,
         pretrain_updates=80_000, chain_updates=120_000, lam_kl=lam_kl, gamma_kl=gamma_kl)
 
 
 def _tfd(name, summary, lam_kl, gamma_kl):
     return Preset(
         name=name, figure="Fig. 4e-h", summary=summary,
-        dataset="tfd", x_type="gaussian", hidden=(2000, 2000), z_dim=100,
+        dataset="tfd", x_type="gaussian", q_hidden=(2000, 2000), p_hidden=(2000, 2000), z_dim=100,
         pretrain_updates=150_000, chain_updates=60_000, lam_kl=lam_kl, gamma_kl=gamma_kl,
-        pretrain_lr=2e-3, pretrain_warmup=5_000, pretrain_lr_decay=0.8, chain_lr=5e-4,
+        pretrain_lr=2e-3, pretrain_warmup=5_000, pretrain_lr_decay=0.8, lr_gen=5e-4,
         chain_lr_decay=0.8, guide_init_scale=1.0, guide_input_noise=0.1, sigmas="tfd",
         samples_at=(30_000, 90_000, 150_000, 210_000))
 
 
 # Demo sizes: tiny nets and few updates, the pipeline unchanged.
 _DEMO = dict(
-    hidden=(200, 200), z_dim=20, batch_size=50, batch_repeat=5,
+    q_hidden=(200, 200), p_hidden=(200, 200), z_dim=20, batch_size=50, batch_repeat=5,
     pretrain_updates=1500, chain_updates=150, pretrain_lr=3e-3, pretrain_warmup=50,
-    pretrain_lr_decay_every=0, kl_warmup=200, chain_lr=1e-3, chain_warmup=20,
-    chain_lr_decay_every=0, guide_units=64, guide_pool=4, guide_data_rows=100,
+    pretrain_lr_decay_every=0, kl_warmup=200, lr_gen=1e-3, chain_warmup=20,
+    chain_lr_decay_every=0, guide_units=64, guide_pool=4, data_rows=100,
     eval_every=500, scatter_every=750, samples_at=(500, 1500, 1650),
     gpde_samples=2000, gpde_valid_rows=1000, gpde_test_rows=1000, bound_rows=1000,
     bound_samples=1, iwll_rows=200, iwll_k=100, scatter_rows=150, scatter_passes=10,
@@ -386,11 +477,11 @@ PRESETS = {p.name: p for p in [
     Preset(name="tiny", figure="tests",
            summary="the test suite's run: bundled 8x8 digits, 64-32-32-4, 40 VAE + 40 guided / "
                    "40 VAE updates, every evaluation and figure",
-           dataset="digits", x_type="bernoulli", hidden=(32, 32), z_dim=4, batch_size=20,
+           dataset="digits", x_type="bernoulli", q_hidden=(32, 32), p_hidden=(32, 32), z_dim=4, batch_size=20,
            batch_repeat=2, pretrain_updates=40, chain_updates=40, vae_branch=True,
            pretrain_lr=2e-3, pretrain_warmup=5, pretrain_lr_decay_every=20, kl_warmup=10,
-           chain_steps=3, chain_lr=1e-3, chain_warmup=5, chain_lr_decay_every=20,
-           guide_units=8, guide_pool=2, guide_data_rows=20, eval_every=20, scatter_every=40,
+           steps=3, lr_gen=1e-3, chain_warmup=5, chain_lr_decay_every=20,
+           guide_units=8, guide_pool=2, data_rows=20, eval_every=20, scatter_every=40,
            samples_at=(40, 80), gpde_samples=200, gpde_valid_rows=100, gpde_test_rows=100,
            bound_rows=100, iwll_rows=20, iwll_k=10, scatter_rows=20, scatter_passes=2,
            chain_rows=3, chain_length=6, checkpoint_every=15, log_every=5, momentum=0.5),
@@ -432,7 +523,7 @@ def code2015(preset):
     changes = dict(momentum=0.5, step_decay=0.1 if tfd else 0.0, chain_lr_decay_every=0,
                    l2_on="all", chain_gamma=False)
     if tfd:
-        changes.update(batch_size=400, chain_steps=5, guide_data_rows=800)
+        changes.update(batch_size=400, steps=5, data_rows=800)
     return replace(preset, **changes)
 
 
@@ -440,6 +531,12 @@ _FIELD_TYPES = {f.name: f.type for f in fields(Preset)}
 _DEFAULTS = {f.name: f.default for f in fields(Preset)}
 _KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false",
                tuple: "comma-separated whole numbers", str: "text"}
+
+
+def _unknown(name):
+    """The one-line message for a setting that is not a field (renamed ones say so)."""
+    renamed = f" (renamed: {', '.join(RENAMED[name])})" if name in RENAMED else ""
+    return f"unknown setting {name!r}{renamed}; known: {', '.join(_FIELD_TYPES)}"
 
 
 def parse_value(name, text):
@@ -450,7 +547,7 @@ def parse_value(name, text):
     Raises ``ValueError`` with a one-line message.
     """
     if name not in _FIELD_TYPES:
-        raise ValueError(f"unknown setting {name!r}; known: {', '.join(_FIELD_TYPES)}")
+        raise ValueError(_unknown(name))
     kind, default = _FIELD_TYPES[name], _DEFAULTS[name]
     text = str(text).strip()
     if text.lower() == "none":
@@ -480,5 +577,5 @@ def apply_overrides(preset, changes):
     ``ValueError`` names an unknown field."""
     unknown = [name for name in changes if name not in _FIELD_TYPES]
     if unknown:
-        raise ValueError(f"unknown setting {unknown[0]!r}; known: {', '.join(_FIELD_TYPES)}")
+        raise ValueError(_unknown(unknown[0]))
     return replace(preset, **changes)

@@ -1,0 +1,217 @@
+"""The command line of ``run_mnist.py`` and ``run_tfd.py``.
+
+``build_parser(script)`` is the argparse parser, ``config_from_args`` turns its
+answer into a validated preset, and ``cli_main`` runs or resumes. Parsing needs
+only the plain-data modules (``vgsn.presets``, ``vgsn.runfiles``): ``--help`` and
+argument errors answer without importing the symbolic library, which
+``cli_main`` imports (through ``vgsn.train``) once the arguments are good.
+
+Following one setting from the command line to the graph: ``--lam-kl 4`` is
+``args.lam_kl``; :func:`config_from_args` writes it into the preset's field
+``lam_kl`` (``presets.apply_overrides``); ``train.Run.set_schedules`` reads it
+through ``train.kl_weight_at`` into ``model.hyper`` (``lam_kl``), the shared scalar
+the model's graphs use (``OneStageModel.vae_cost``, ``VCGLoop``'s step costs).
+"""
+import argparse
+import math
+import sys
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+from vgsn import presets as P
+from vgsn.runfiles import Interrupted, TrainingError, check_out
+
+__all__ = ["SCRIPT_DATASETS", "build_parser", "config_from_args", "cli_main"]
+
+SCRIPT_DATASETS = {"mnist": ("mnist", "digits"), "tfd": ("tfd", "olivetti", "frey")}
+
+# CLI option (argparse dest) -> preset field, for the options that change a setting;
+# --updates splits between two fields (config_from_args).
+_FLAG_FIELDS = {"updates": None, "pretrain_updates": "pretrain_updates",
+                "chain_updates": "chain_updates", "dataset": "dataset", "seed": "seed",
+                "momentum": "momentum", "step_decay": "step_decay", "lam_kl": "lam_kl",
+                "gamma_kl": "gamma_kl", "eval_every": "eval_every",
+                "checkpoint_every": "checkpoint_every"}
+
+
+def _count(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``run_mnist.py: error: --updates must be >= 0, got -5``."""
+
+    def error(self, message):
+        if message.startswith("argument "):
+            flag, _, rest = message[len("argument "):].partition(": ")
+            if rest.startswith("invalid choice: "):
+                value, _, choices = rest[len("invalid choice: "):].partition(" (choose from ")
+                rest = f"{value} is unknown; choose from {choices.rstrip(')')}"
+            message = f"{flag.split('/')[-1]} {rest}"
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser(script):
+    """The argparse parser of ``run_<script>.py`` (script: 'mnist' or 'tfd')."""
+    names = P.preset_names(script)
+    width = max(len(n) for n in names)
+    listing = "\n".join(f"  {n:<{width}}  {P.PRESETS[n].summary}" for n in names)
+    quick = P.quick_for(script)
+    data_word = {"mnist": "MNIST", "tfd": "TFD"}[script]
+    alternatives = {"mnist": "digits is the bundled demo",
+                    "tfd": "olivetti and frey are public face stand-ins"}[script]
+    parser = _Parser(
+        prog=f"run_{script}.py",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"Run the paper's {data_word} experiments (Bachman & Precup, ICML 2015, "
+                    f"Sec. 7) end to end: pre-training, the fork, the guided chain, GPDE / bound "
+                    f"/ IWLL, figures, checkpoints and report.md in the run folder.",
+        epilog=f"presets:\n{listing}\n\n--quick is --preset {quick}. Settings not listed as "
+               f"options are set with --set FIELD=VALUE (see vgsn/presets.py). A run stopped "
+               f"for any reason continues exactly with --resume RUN_DIR.")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--preset", choices=names, metavar="NAME",
+                      help=f"the experiment to run (one of: {', '.join(names)})")
+    what.add_argument("--quick", action="store_true",
+                      help=f"the small demo of the whole pipeline (--preset {quick}), minutes "
+                           f"on a CPU")
+    what.add_argument("--resume", metavar="RUN_DIR",
+                      help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--updates", type=_count, metavar="N",
+                        help="total updates, split between pre-training and the chain phase in "
+                             "the preset's proportion (schedules unchanged)")
+    parser.add_argument("--pretrain-updates", type=_count, metavar="N")
+    parser.add_argument("--chain-updates", type=_count, metavar="N",
+                        help="updates after the fork (each branch)")
+    parser.add_argument("--dataset", choices=SCRIPT_DATASETS[script],
+                        help=f"the data (default: the preset's); {alternatives}")
+    parser.add_argument("--data-dir", metavar="DIR",
+                        help="folder holding the data files (default: $VGSN_DATA or ./data)")
+    parser.add_argument("--out", metavar="RUN_DIR",
+                        help="the run folder (default: runs/<preset>-<date>-<time>)")
+    parser.add_argument("--seed", type=_count, metavar="N")
+    parser.add_argument("--momentum", type=_number, metavar="BETA",
+                        help="SGD momentum (paper: 0 = plain SGD; 2015 code: 0.5)")
+    parser.add_argument("--step-decay", type=_number, metavar="D",
+                        help="step t's VAE cost weighs D**t, normalised (default 0.1; the "
+                             "2015 MNIST script: 0)")
+    parser.add_argument("--lam-kl", type=_number, metavar="L", help="Eq. 5's lambda")
+    parser.add_argument("--gamma-kl", type=_number, metavar="G", help="Eq. 5's gamma")
+    parser.add_argument("--eval-every", type=_count, metavar="N",
+                        help="GPDE and bound every N updates (0: only at the end)")
+    parser.add_argument("--checkpoint-every", type=_count, metavar="N")
+    parser.add_argument("--code2015", action="store_true",
+                        help="the 2015 code's choices where it differs from the paper "
+                             "(momentum 0.5, step-cost decay, ...; see vgsn/presets.py)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="any preset field, e.g. --set q_hidden=500,500 (repeatable)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    return parser
+
+
+def config_from_args(args, parser, script):
+    """The preset named by ``args`` with every override applied (parser.error on
+    a bad value)."""
+    name = P.quick_for(script) if args.quick else args.preset
+    config = P.get_preset(name)
+    if args.code2015:
+        config = P.code2015(config)
+    given = vars(args)
+    changes = {field: given[flag] for flag, field in _FLAG_FIELDS.items()
+               if field is not None and given[flag] is not None}
+    if args.dataset is not None and args.dataset != config.dataset:
+        changes["fallback_dataset"] = None
+    if args.no_figures:
+        changes["figures"] = False
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            parser.error(f"--set needs FIELD=VALUE, got {item!r}")
+        try:
+            changes[key] = P.parse_value(key, value)
+        except ValueError as exc:
+            parser.error(f"--set {item}: {exc}")
+    if args.updates is not None:
+        total = config.total_updates
+        pre = int(round(args.updates * config.pretrain_updates / total)) if total else args.updates
+        changes.setdefault("pretrain_updates", pre)
+        changes.setdefault("chain_updates", args.updates - changes["pretrain_updates"])
+    try:
+        return P.apply_overrides(config, changes).validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+def _show_blas_warning(backend):
+    """The backend's one-line BLAS warning (if any) as a ``warnings`` warning,
+    shown once per process by the default filter."""
+    check = getattr(backend, "blas_warning", None)
+    message = check() if check is not None else None
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=1)
+
+
+def cli_main(argv, script, hooks=None):
+    """``run_<script>.py``: parse ``argv``, run or resume; returns the exit status
+    (0 done, 1 the run failed or diverged, 2 bad arguments, 130 interrupted).
+    ``hooks`` goes to ``vgsn.train.run`` / ``resume`` (tests only)."""
+    parser = build_parser(script)
+    args = parser.parse_args(argv)
+    prog = parser.prog
+    if args.resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k in list(_FLAG_FIELDS) + ["data_dir", "out"]
+                 if vars(args)[k] is not None]
+        given += [f for f, on in (("--code2015", args.code2015), ("--no-figures", args.no_figures),
+                                  ("--set", bool(args.set))) if on]
+        if given:
+            parser.error(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+    elif args.preset is None and not args.quick:
+        parser.error("choose an experiment: --preset NAME (listed by --help), --quick, "
+                     "or --resume RUN_DIR")
+    else:
+        config = config_from_args(args, parser, script)
+        out = Path(args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}")
+        try:
+            if check_out(out):   # run() creates it again; nothing is left behind on errors
+                out.rmdir()
+        except TrainingError as exc:
+            parser.error(str(exc))
+    try:
+        # The arguments are good: now the symbolic library (seconds to import).
+        from vgsn import backend, train
+        _show_blas_warning(backend)
+        if args.resume is not None:
+            report = train.resume(args.resume, quiet=args.quiet, hooks=hooks)
+        else:
+            report = train.run(config, out, data_dir=args.data_dir, quiet=args.quiet, hooks=hooks)
+    except Interrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 130
+    except TrainingError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:   # before training started: nothing to resume from
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    if args.quiet:
+        print(report)
+    return 0

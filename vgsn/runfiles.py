@@ -1,0 +1,373 @@
+"""The run folder's files: metrics, the log, timing and ``report.md``.
+
+Nothing here is symbolic or trains anything: ``vgsn.train`` hands this module
+rows, messages and numbers, and it writes them where a reader looks.
+
+The run folder
+--------------
+``config.json``        the settings (also stored in every checkpoint)
+``metrics.jsonl``      every row: training costs (``kind='train'``, means over
+                       ``log_every`` updates), evaluations (``'eval'``), the final
+                       evaluation (``'final'``)
+``train_<branch>.csv`` the training rows of one branch
+``eval.csv``           the evaluation rows (periodic and final)
+``checkpoint.h5``      the last checkpoint (``pretrained.h5``: the one at the fork)
+``evals/*.npz``        the arrays behind the figures (samples, scatter, KL per dim)
+``figures/*.png``      the figures; ``report.md`` embeds them
+``log.txt``            the human log, with times; ``timing.json`` seconds per phase
+
+The metrics files hold no times or rates, so an interrupted and resumed run writes
+them byte for byte as an uninterrupted run with the same seed does: resuming cuts
+them back to their sizes at the checkpoint (:func:`rewind`).
+"""
+import csv
+import io
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vgsn import presets as P
+
+__all__ = ["TrainingError", "Diverged", "Interrupted", "EVAL_COLUMNS", "Metrics", "RunLog",
+           "Progress", "check_out", "rewind", "write_timing", "write_report"]
+
+
+class TrainingError(RuntimeError):
+    """A run cannot go on; the message is one line saying why and what to do."""
+
+
+class Diverged(TrainingError):
+    """A cost or a parameter became NaN or infinite."""
+
+
+class Interrupted(TrainingError):
+    """The user stopped the run (Ctrl-C); the last checkpoint stays."""
+
+
+# ---------------------------------------------------------------------------
+# metrics files
+# ---------------------------------------------------------------------------
+
+EVAL_COLUMNS = ["update", "phase", "branch", "kind", "gpde_sigma", "gpde_sigma_at_edge",
+                "gpde_valid", "gpde_test", "gpde_test_stderr", "bound_valid", "nll_valid",
+                "kl_valid", "bound_test", "iwll_test", "iwll_k"]
+
+
+def _plain(value):
+    """Python scalars for JSON / CSV (float repr is exact and stable)."""
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+class Metrics:
+    """Append-only metrics files of a run folder, resumable by truncation.
+
+    Every row goes to ``metrics.jsonl`` and to one CSV (``train_<branch>.csv`` or
+    ``eval.csv``), each written and closed at once so a kill loses nothing
+    written before. ``sizes()`` records the files' byte sizes (stored in a
+    checkpoint); ``truncate(sizes)`` cuts them back on resume.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.rows = []
+        path = self.folder / "metrics.jsonl"
+        if path.exists():
+            with open(path) as f:
+                self.rows = [json.loads(line) for line in f if line.strip()]
+
+    def files(self):
+        return sorted(p.name for p in self.folder.iterdir()
+                      if p.name == "metrics.jsonl" or p.suffix == ".csv")
+
+    def sizes(self):
+        return {name: (self.folder / name).stat().st_size for name in self.files()}
+
+    def truncate(self, sizes):
+        for name in self.files():
+            path = self.folder / name
+            if name not in sizes:
+                path.unlink()
+            elif path.stat().st_size < sizes[name]:
+                raise TrainingError(f"{path}: {path.stat().st_size} bytes, shorter than the "
+                                    f"{sizes[name]} the checkpoint recorded; cannot resume exactly")
+            else:
+                os.truncate(path, sizes[name])
+        self.__init__(self.folder)
+
+    def write(self, row):
+        row = {k: _plain(v) for k, v in row.items()}
+        self.rows.append(row)
+        with open(self.folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if row["kind"] == "train":
+            name, columns = f"train_{row['branch']}.csv", list(row)
+        else:
+            name, columns = "eval.csv", EVAL_COLUMNS
+        path = self.folder / name
+        new = not path.exists()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, columns, restval="", extrasaction="ignore",
+                                lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        with open(path, "a") as f:
+            f.write(buf.getvalue())
+
+    def select(self, *kinds):
+        return [r for r in self.rows if r["kind"] in kinds]
+
+
+def rewind(out, metrics, sizes, update):
+    """Put the run folder back as it was at the checkpoint of ``update``: the
+    metrics files cut to ``sizes``, later snapshot arrays and any checkpoint write
+    a crash cut short removed."""
+    out = Path(out)
+    metrics.truncate(sizes)
+    for p in (out / "evals").glob("*_u*.npz"):
+        if int(p.stem.rsplit("_u", 1)[1]) > update:
+            p.unlink()
+    for p in out.glob(".*.h5.tmp-*"):
+        p.unlink()
+
+
+# ---------------------------------------------------------------------------
+# the log and the progress display
+# ---------------------------------------------------------------------------
+
+def _interactive():
+    """A progress bar can be drawn: stderr is a terminal with a width."""
+    try:
+        return sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _hms(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class RunLog:
+    """``log.txt`` of a run folder; ``say`` also writes to stderr unless ``quiet``
+    (through the progress bar while one is drawn)."""
+
+    def __init__(self, out, quiet=False):
+        self.path = Path(out) / "log.txt"
+        self.quiet = quiet
+        self.bar = None
+
+    def say(self, message):
+        """One line to log.txt (with the time) and, unless quiet, to stderr."""
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a") as f:
+            f.write(f"{stamp}  {message}\n")
+        if not self.quiet:
+            if self.bar is not None and not self.bar.disable:
+                self.bar.write(message, file=sys.stderr)
+            else:
+                print(message, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """The progress display of a run: a tqdm bar on a terminal, else a plain line
+    (rate, ETA, running costs) every ``every`` updates through ``log``. Display
+    only: nothing here is saved."""
+
+    COSTS = ("cost", "gen_cost", "nll", "kl", "guide_loss", "guide_acc")
+
+    def __init__(self, log, total, initial, every, desc):
+        self.log, self.total, self.every = log, int(total), max(1, int(every))
+        self.bar = tqdm(total=total, initial=initial, unit="upd", file=sys.stderr,
+                        disable=log.quiet or not _interactive(), dynamic_ncols=True,
+                        smoothing=0.05, desc=desc)
+        log.bar = self.bar
+        self.running = {}
+        self.postfix = {}
+        self.t_line, self.u_line = time.time(), int(initial)
+
+    def tick(self, update, phase, results, refresh_every):
+        """Update ``update`` (1-based count) of ``phase`` is done with ``results``."""
+        self.bar.update(1)
+        self.postfix = {}
+        # A moving average over about the last 20 updates.
+        for name, result in results.items():
+            for k in self.COSTS:
+                if k in result:
+                    key = f"{name[0]}.{k}"
+                    old = self.running.get(key, result[k])
+                    self.running[key] = 0.95 * old + 0.05 * result[k]
+                    self.postfix[key] = f"{self.running[key]:.3g}"
+        if update % max(1, refresh_every) == 0:
+            self.bar.set_description(phase)
+            self.bar.set_postfix(self.postfix, refresh=False)
+
+    def line(self, update, phase):
+        """Without a bar: a plain progress line every ``every`` updates and at the end."""
+        if not self.bar.disable or self.log.quiet:
+            return
+        if update % self.every and update != self.total:
+            return
+        t = time.time()
+        rate = (update - self.u_line) / max(t - self.t_line, 1e-9)
+        eta = (self.total - update) / max(rate, 1e-9)
+        costs = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
+        self.log.say(f"update {update:,}/{self.total:,} ({phase}) {rate:.1f} upd/s, "
+                     f"ETA {_hms(eta)}; {costs}")
+        self.t_line, self.u_line = t, update
+
+    def close(self):
+        self.bar.close()
+        self.log.bar = None
+
+
+# ---------------------------------------------------------------------------
+# the folder itself, timing, the report
+# ---------------------------------------------------------------------------
+
+def check_out(out):
+    """Create the run folder and prove it writable; ``TrainingError`` otherwise.
+    Returns True when this call created it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"--out {out}: exists and is not a folder")
+    if (out / "checkpoint.h5").exists() or (out / "metrics.jsonl").exists():
+        raise TrainingError(f"--out {out}: already holds a run; continue it with --resume {out} "
+                            f"or choose another folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    return created
+
+
+def write_timing(out, timing):
+    with open(Path(out) / "timing.json", "w") as f:
+        json.dump(timing, f, indent=1)
+
+
+def _per_update(seconds, updates):
+    return f"{seconds / updates:.3f} s/update" if updates else "no updates"
+
+
+_FIGURE_TITLES = {
+    "curves": "GPDE and variational bound on validation data (Fig. 4b)",
+    "scatter": "-log p(x|z) against KL(q(z|x) || p(z)) (Fig. 4c)",
+    "kl": "KL per latent dimension",
+    "samples": "prior samples at several updates (Fig. 4d)",
+    "chains": "chains from data: free (left), under partial control (right) (Fig. 3, 4a)"}
+
+
+def _figure_title(stem):
+    kind, _, rest = stem.partition("_")
+    return f"{_FIGURE_TITLES.get(kind, kind)}{': ' + rest.replace('_', ' ') if rest else ''}"
+
+
+def write_report(out, config, data, data_note, metrics, timing, eval_rows, update, backend):
+    """``report.md``: settings, this run's numbers beside the paper's, the figures.
+
+    Parameters
+    ----------
+    out : Path
+    config : vgsn.presets.Preset
+    data : vgsn.datasets.Dataset
+    data_note : str or None
+        Why a fallback dataset was used.
+    metrics : Metrics
+    timing : dict
+        Seconds per phase (``timing.json``).
+    eval_rows : dict
+        Rows used by each number: ``gpde_valid``, ``gpde_test``, ``bound_test``, ``iwll``.
+    update : int
+        The run's last update.
+    backend : str
+        The symbolic library and its version, e.g. ``'pytensor 3.3.8'``.
+
+    Returns
+    -------
+    Path of ``report.md``.
+    """
+    c, out, t = config, Path(out), timing
+    final = {r["branch"]: r for r in metrics.select("final")}
+    paper = P.PAPER_GPDE.get(c.name)
+    lines = [f"# vgsn run: {c.name}", "", c.summary or "(custom settings)", ""]
+    lines += [f"- dataset: {data.source} ({len(data.train):,} train / {len(data.valid):,} valid "
+              f"/ {len(data.test):,} test, {data.image_shape[0]}x{data.image_shape[1]})"]
+    if data_note:
+        lines += [f"- {data_note}: the preset's fallback above was used"]
+    after = (f"the guided {c.steps}-step chain"
+             + (" and the 1-step VAE, one update each per step" if c.vae_branch else ""))
+    lines += [f"- updates: {c.pretrain_updates:,} pre-training (1-step VAE) + "
+              f"{c.chain_updates:,} after the fork ({after})",
+              f"- backend: {backend}, Python {sys.version.split()[0]}, seed {c.seed}",
+              f"- time: compiling {_hms(t['compile_s'])}, pre-training {_hms(t['pretrain_s'])} "
+              f"({_per_update(t['pretrain_s'], t['pretrain_updates'])}), after the fork "
+              f"{_hms(t['fork_s'])} ({_per_update(t['fork_s'], t['fork_updates'])}), "
+              f"periodic evaluation {_hms(t['eval_s'])}, final evaluation "
+              f"{_hms(t['final_eval_s'])}", ""]
+    lines += ["## Results on the test set", "",
+              f"GPDE: {c.gpde_samples:,} prior samples as Parzen centres, sigma chosen on "
+              f"{eval_rows['gpde_valid']:,} validation rows, mean log-density of "
+              f"{eval_rows['gpde_test']:,} test rows (nats, +- standard error). Bound: "
+              f"-F(x) of Eq. 2 on {eval_rows['bound_test']:,} test rows. IWLL: "
+              f"importance-weighted log-likelihood, k = {c.iwll_k}, on "
+              f"{eval_rows['iwll']:,} test rows. Higher is better for all three.", "",
+              "| branch | GPDE test | sigma | bound test | IWLL test | paper GPDE |",
+              "|---|---|---|---|---|---|"]
+    for branch, r in final.items():
+        ref = f"{paper:g}" if paper is not None and branch in ("guided", "pretrain") else "-"
+        edge = " (grid edge)" if r["gpde_sigma_at_edge"] else ""
+        lines.append(f"| {branch} | {r['gpde_test']:.1f} +- {r['gpde_test_stderr']:.1f} | "
+                     f"{r['gpde_sigma']:.3g}{edge} | {r['bound_test']:.1f} | "
+                     f"{r['iwll_test']:.1f} | {ref} |")
+    best = {}
+    for r in metrics.select("eval"):
+        if r["branch"] not in best or r["gpde_valid"] > best[r["branch"]]["gpde_valid"]:
+            best[r["branch"]] = r
+    if best:
+        lines += ["", "Best during training (the evaluation with the highest validation "
+                  "GPDE; the paper reports each model's best):", ""]
+        for branch, r in best.items():
+            lines.append(f"- {branch}: update {r['update']:,}, GPDE valid "
+                         f"{r['gpde_valid']:.1f}, test {r['gpde_test']:.1f} +- "
+                         f"{r['gpde_test_stderr']:.1f}")
+    comparable = (c.name in P.PAPER_GPDE and data.name == P.PRESETS[c.name].dataset
+                  and c.gpde_samples == 10_000 and c.gpde_test_rows is None)
+    lines += ["", "### The paper's numbers (GPDE on the test set, nats; SPEC.md section 7)", "",
+              "| experiment | GPDE |", "|---|---|"]
+    lines += [f"| {name}{' (this preset)' if name == c.name else ''} | {v:g} |"
+              for name, v in P.PAPER_GPDE.items()]
+    for fam, refs in P.REFERENCE_GPDE.items():
+        lines += [f"| {fam.upper()} {label} | {v:g} |" for label, v in refs]
+    lines += ["", "These numbers compare with this run's only for a paper preset run in full "
+              "on the paper's data (10,000 samples, the whole test set)"
+              + (": this run is one." if comparable else
+                 ": this run is not, so read its numbers as a check of the pipeline.")]
+    figs = sorted((out / "figures").glob("*.png"))
+    if figs:
+        lines += ["", "## Figures", ""]
+        for f in figs:
+            lines += [f"### {_figure_title(f.stem)}", "", f"![{f.stem}](figures/{f.name})", ""]
+    lines += ["", "## Settings", "", "| field | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in c.to_dict().items() if k not in ("summary",)]
+    lines += ["", f"Metrics: `metrics.jsonl`, `train_*.csv`, `eval.csv`; checkpoint: "
+              f"`checkpoint.h5` (update {update:,}); log: `log.txt`.", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

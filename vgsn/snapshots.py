@@ -1,0 +1,133 @@
+"""The paper's snapshots and figures of a run, as functions of (model, data, folder, rng).
+
+Each snapshot saves its arrays as ``evals/<kind>_<branch>_u<update>.npz`` (the
+numbers behind a figure, kept for later plots) and, with ``figures``, redraws the
+figure from every snapshot of that branch saved so far (``figures/*.png``):
+
+- :func:`scatter`: (-log p(x|z), KL) of validation rows, and the KL per latent
+  dimension (Fig. 4c);
+- :func:`prior_samples`: x = E[p(x|z)], z ~ N(0, I) (Fig. 4d);
+- :func:`chains`: chains from validation images, free and under partial control
+  (Fig. 3, Fig. 4a);
+- :func:`curves`: GPDE and the bound on validation data against updates (Fig. 4b).
+
+A branch's figures show it together with the pre-training it grew from. The
+generator ``rng`` is the caller's: ``vgsn.train`` fixes one per (branch, snapshot,
+update), so a resumed run draws the same snapshots.
+"""
+from pathlib import Path
+
+import numpy as np
+
+from vgsn import chain as _chain
+from vgsn import plots
+
+__all__ = ["patch_mask", "saved", "scatter", "prior_samples", "chains", "curves"]
+
+
+def patch_mask(image_shape, rng, frac=16 / 28):
+    """Mask (h*w,) for controlled chains: 1 = clamped to the data, 0 inside a random
+    square patch of side ``frac * min(h, w)`` (the paper: 16x16 on 28x28), placed at
+    least one pixel from the border as the 2015 code did."""
+    h, w = (int(s) for s in image_shape)
+    side = max(1, int(round(frac * min(h, w))))
+    mask = np.ones((h, w), np.float32)
+    r = rng.integers(1, max(2, h - side - 1))
+    c = rng.integers(1, max(2, w - side - 1))
+    mask[r:r + side, c:c + side] = 0.0
+    return mask.reshape(h * w)
+
+
+def _lineage(branch):
+    """A branch and the pre-training it grew from (its figures show both)."""
+    return ["pretrain"] if branch == "pretrain" else ["pretrain", branch]
+
+
+def _path(out, kind, branch, update):
+    return Path(out) / "evals" / f"{kind}_{branch}_u{int(update):07d}.npz"
+
+
+def saved(out, kind, branch):
+    """[(update, path)] of a branch's saved ``kind`` arrays, pre-training ones first."""
+    found = {}
+    for b in _lineage(branch):
+        for p in (Path(out) / "evals").glob(f"{kind}_{b}_u*.npz"):
+            found[int(p.stem.rsplit("_u", 1)[1])] = p
+    return sorted(found.items())
+
+
+def scatter(model, X, out, branch, update, rng, passes, figures=True):
+    """Fig. 4c: (-log p(x|z), KL) of the rows ``X`` over ``passes`` z draws, and the
+    KL per latent dimension."""
+    nll, kl = zip(*(model.free_energy_terms(X, rng=rng) for _ in range(int(passes))))
+    kl_dim = model.posterior_kl(X).mean(axis=0)
+    np.savez(_path(out, "scatter", branch, update), nll=np.concatenate(nll),
+             kl=np.concatenate(kl), kl_per_dim=kl_dim)
+    if figures:
+        loaded = [(u, np.load(p)) for u, p in saved(out, "scatter", branch)]
+        figs = Path(out) / "figures"
+        plots.kl_nll_scatter([d["nll"] for _, d in loaded], [d["kl"] for _, d in loaded],
+                             figs / f"scatter_{branch}.png",
+                             labels=[f"{u:,} updates" for u, _ in loaded],
+                             title=f"-log p(x|z) vs KL, {branch} (Fig. 4c)")
+        u, last = loaded[-1]
+        plots.kl_stems(last["kl_per_dim"], figs / f"kl_stems_{branch}.png",
+                       title=f"KL per latent dimension, {branch}, {u:,} updates")
+
+
+def prior_samples(model, image_shape, out, branch, update, rng, n=100, figures=True):
+    """Fig. 4d: ``n`` prior samples x = E[p(x|z)], z ~ N(0, I)."""
+    X = model.sample_prior(int(n), rng=rng)
+    np.savez(_path(out, "samples", branch, update), samples=X)
+    if figures:
+        snaps = {u: np.load(p)["samples"] for u, p in saved(out, "samples", branch)}
+        plots.prior_samples_at_updates(snaps, image_shape,
+                                       Path(out) / "figures" / f"samples_{branch}.png")
+
+
+def _run_chain(model, X0, steps, rng, **kw):
+    own = getattr(model, "run_chain", None)
+    if own is not None:
+        return own(X0, steps, rng=rng, **kw)
+    # Until OneStageModel.run_chain (compiled in the model's _build) lands.
+    return _chain.run_chain(model, X0, steps, rng=rng, **kw)
+
+
+def chains(model, data, out, branch, update, rng, rows, length, figures=True):
+    """Fig. 3 / 4a: ``rows`` chains of ``length`` steps from validation images of
+    ``data``, free and under partial control (a random square patch occluded and
+    painted in by the chain, the rest clamped to the image)."""
+    X0 = data.valid[np.linspace(0, len(data.valid) - 1, int(rows)).astype(int)]
+    free = _run_chain(model, X0, length, rng)
+    mask = np.broadcast_to(patch_mask(data.image_shape, rng), X0.shape)
+    # Occluded pixels start at the mean grey and are painted in by the chain.
+    start = np.full_like(X0, float(data.train.mean()))
+    controlled = _run_chain(model, start, length, rng, mask=mask, control=X0)
+    path = _path(out, "chains", branch, update)
+    np.savez(path, free=free, controlled=controlled, mask=mask)
+    if figures:
+        shape = data.image_shape
+        plots.chains_side_by_side(
+            free, controlled, shape, Path(out) / "figures" / f"{path.stem}.png",
+            every=max(1, int(length) // 10), mask=1 - mask[0],   # tint the painted-in patch
+            scale=max(1, 56 // min(shape)))
+
+
+def curves(rows, out):
+    """Fig. 4b: GPDE and bound on validation data against updates, one line per
+    branch (with its pre-training), from the evaluation ``rows`` (metrics dicts)."""
+    rows = [r for r in rows if r["kind"] in ("eval", "final")]
+    if not rows:
+        return
+    branches = {r["branch"] for r in rows}
+    series = {}
+    for branch in [b for b in ("guided", "vae") if b in branches] or ["pretrain"]:
+        mine = [r for r in rows if r["branch"] in _lineage(branch)]
+        if mine:
+            x = [r["update"] for r in mine]
+            series[f"GPDE valid ({branch})"] = (x, [r["gpde_valid"] for r in mine])
+            series[f"bound valid ({branch})"] = (x, [r["bound_valid"] for r in mine])
+    plots.curves([], series, Path(out) / "figures" / "curves.png", ylabel="GPDE [nats]",
+                 secondary=[k for k in series if k.startswith("bound")],
+                 ylabel2="variational bound [nats]",
+                 title="validation log-likelihood bounds (Fig. 4b)")
