@@ -406,8 +406,10 @@ def gpde_paper(centres, X, sigmas=None, **kwargs):
     ``LogPDFs.cross_validate_sigma(samples, X, grid, batch_size)`` (10,000 prior
     samples as centres): every grid value is evaluated on all of ``X`` (exact
     log-mean-exp, ``LogPDFs.theano_parzen``), the best mean is the score. Since
-    sigma is fitted to the reported rows the score is optimistic; it is what the
-    paper's numbers came from (README, "Differences from the paper").
+    sigma is fitted to the reported rows the score is optimistic. The paper's text
+    says its table used a sigma selected on the validation set; the script that
+    survives (it made Fig. 4b) chose it on the scored rows (README, "Differences
+    from the paper").
 
     Parameters
     ----------
