@@ -9,7 +9,7 @@ What is timed
    Median seconds per update after two warm-up updates.
 2. The bare chain (encode-sample-decode, T = 6, 500 rows, a cost on every step's
    state and free energy, gradients w.r.t. q/p only) in three builds of the SAME step:
-   ``scan + stored BPTT`` (vgsn's default: ``chain_gradients``), ``scan + autodiff``
+   ``scan + stored BPTT`` (vgsn's default: ``bptt.chain_gradients``), ``scan + autodiff``
    (``grad`` through the scan) and ``python unroll + autodiff``. This is where scan's
    own overhead shows.
 3. Compile seconds of ``train_step``, each in a child process: cold (fresh, empty
@@ -101,11 +101,14 @@ def load():
 # ---- builders ----------------------------------------------------------------------
 def make_loop(size, steps=6, bptt="stored", unroll="scan", seed=0):
     from vgsn.models import OneStageModel, VCGLoop
+    from vgsn.nets import MaxoutGuide
     s = SIZES[size]
     model = OneStageModel(s["x_dim"], s["z_dim"], q_hidden=(s["hidden"],) * 2,
                           p_hidden=(s["hidden"],) * 2, x_type=s["x_type"], seed=seed)
-    return VCGLoop(model, steps=steps, bptt=bptt, unroll=unroll, guide_units=GUIDE_UNITS,
-                   guide_pool=GUIDE_POOL, seed=seed)
+    model.hyper.set(l2=1e-4)                               # the 2015 chain phase's decay
+    guide = MaxoutGuide(model.x_dim, np.random.default_rng([seed, 2]), units=GUIDE_UNITS,
+                        pool=GUIDE_POOL)
+    return VCGLoop(model, guide, steps=steps, bptt=bptt, unroll=unroll, seed=seed)
 
 
 def time_loop(loop, updates):
@@ -130,7 +133,7 @@ def time_loop(loop, updates):
 
 def bare_chain_fn(size, variant, steps=6):
     """Compiled f(x0, eps, R) -> gradients of a cost on every step, w.r.t. q/p."""
-    from vgsn import chain
+    from vgsn import bptt, chain
     from vgsn.backend import T, function, grad
     from vgsn.models import OneStageModel
     s = SIZES[size]
@@ -143,7 +146,7 @@ def bare_chain_fn(size, variant, steps=6):
     cost = T.sum(fwd.states * R) + T.mean(fwd.nll) + T.mean(fwd.kl)
     if stored:
         g = grad(cost, [fwd.states, fwd.nll, fwd.kl])
-        grads = chain.chain_gradients(model, fwd, *g)
+        grads = bptt.chain_gradients(model, fwd, *g)
         outs = [grads[p] for p in model.params]
     else:
         outs = grad(cost, model.params)

@@ -1,4 +1,5 @@
-"""The unrolled chain (vgsn.chain) and the guided loop (VCGLoop).
+"""The unrolled chain (vgsn.chain), its stored-activation BPTT (vgsn.bptt) and the
+guided loop (VCGLoop).
 
 Every number is checked against an independent computation: a NumPy unroll of
 the chain written from the SPEC (section 4), a symbolic Python unroll
@@ -8,7 +9,7 @@ NumPy forward of the guide and of the paper's losses (Eq. 5-7).
 Compiled graphs are few and shared (module-scoped fixtures). The chain/gradient
 checks compile their graphs WITHOUT graph rewrites (Python linker): the math is the
 same graph, and compiling takes seconds instead of a minute; everything VCGLoop and
-run_chain compile runs in the library's default mode.
+OneStageModel.run_chain compile runs in the library's default mode.
 """
 import copy
 import importlib
@@ -16,9 +17,10 @@ import importlib
 import numpy as np
 import pytest
 
-from vgsn import backend, chain
+from vgsn import backend, bptt, chain
 from vgsn.backend import T, floatX, function, grad
 from vgsn.models import OneStageModel, VCGLoop
+from vgsn.nets import MaxoutGuide
 
 LOG_2PI = np.log(2 * np.pi)
 TEST_MODE = importlib.import_module(backend.NAME + ".compile.mode").Mode(linker="py", optimizer=None)
@@ -70,18 +72,19 @@ def np_chain(model, X0, E, M=None, C=None, walkback=False):
 
 
 def np_guide(guide, X, noise):
-    """NumPy MaxoutGuide forward: f (rows,) and the pre-activations."""
+    """NumPy MaxoutGuide forward: f (rows,), the pre-activations and the maxout outputs."""
     h = np.asarray(X, np.float64)
     if "vis_add" in noise:
         h = h + noise["vis_add"]
     h = h * noise["vis"]
-    pres = []
+    pres, hidden = [], []
     for i, layer in enumerate(guide.layers):
         lin = h @ _val(layer.W) + _val(layer.b) + noise[f"bias{i}"]
         pres.append(lin)
-        h = lin.reshape(len(lin), layer.units, layer.pool).max(axis=2) * noise[f"hid{i}"]
+        hidden.append(lin.reshape(len(lin), layer.units, layer.pool).max(axis=2))
+        h = hidden[-1] * noise[f"hid{i}"]
     a = (h @ _val(guide.output.W) + _val(guide.output.b))[:, 0]
-    return guide.squash * np.tanh(a / guide.squash), pres
+    return guide.squash * np.tanh(a / guide.squash), pres, hidden
 
 
 def np_softplus(u):
@@ -136,7 +139,7 @@ def _costs(fwd, R):
 def _stored_grads(model, fwd, cost):
     g = grad(cost, [fwd.states, fwd.nll, fwd.kl], disconnected_inputs="ignore",
              return_disconnected="None")
-    grads = chain.chain_gradients(model, fwd, *g)
+    grads = bptt.chain_gradients(model, fwd, *g)
     return [grads[p] for p in model.params]
 
 
@@ -244,7 +247,7 @@ def test_chain_forward_rejects_bad_arguments():
         chain.chain_forward(model, x0, eps, mask=T.matrix())
     fwd = chain.chain_forward(model, x0, eps)
     with pytest.raises(ValueError, match="store=True"):
-        chain.chain_gradients(model, fwd, None, None, None)
+        bptt.chain_gradients(model, fwd, None, None, None)
 
 
 # ---- the guided loop on a 2-D toy ------------------------------------------------------
@@ -283,7 +286,7 @@ def near_mode(X):
 
 
 def chain_quality(model, X0, ref):
-    S = chain.run_chain(model, X0, TOY["chain_eval_steps"], rng=np.random.default_rng(5))
+    S = model.run_chain(X0, TOY["chain_eval_steps"], rng=np.random.default_rng(5))
     steps = range(1, TOY["chain_eval_steps"] + 1)
     yy = rbf_mean(ref, ref)
     return dict(mmd=float(np.mean([mmd2(S[t], ref, yy) for t in steps])),
@@ -312,9 +315,10 @@ def toy():
         model.train_step(D[rng.integers(0, len(D), TOY["chain_rows"])])
     out["vae"] = chain_quality(model, X0, ref)
     model.set_state(pretrained)          # the fork: same start for the guided branch
-    loop = VCGLoop(model, steps=6, step_decay=0.1, lr_gen=TOY["lr"], lr_guide=TOY["guide_lr"],
-                   moment_weight=TOY["moment_weight"], l2=0.0, guide_units=64, guide_pool=2, guide_init_scale=2.0, guide_vis_drop=0.0,
-                   guide_hid_drop=0.0, guide_bias_noise=0.0, seed=0)
+    guide = MaxoutGuide(2, np.random.default_rng([0, 2]), units=64, pool=2, init_scale=2.0,
+                        vis_drop=0.0, hid_drop=0.0, bias_noise=0.0)
+    loop = VCGLoop(model, guide, steps=6, step_decay=0.1, lr_gen=TOY["lr"],
+                   lr_guide=TOY["guide_lr"], moment_weight=TOY["moment_weight"], seed=0)
     history = [loop.train_step(D[rng.integers(0, len(D), TOY["chain_rows"])],
                                D[rng.integers(0, len(D), TOY["data_rows"])])
                for _ in range(TOY["updates"])]
@@ -380,8 +384,8 @@ def test_train_step_terms_match_numpy(toy):
         for v in loop.state_variables():
             v.set_value(before[v.name])
         states, nll, kl = np_chain(model, np.repeat(X0, model.batch_repeat, axis=0), eps)
-        f, pres = np_guide(guide, np.concatenate([Xd, states.reshape(-1, 2)]),
-                           dict(zip(loop._noise_names(), noise)))
+        f, pres, _ = np_guide(guide, np.concatenate([Xd, states.reshape(-1, 2)]),
+                              dict(zip(loop._noise_names(), noise)))
         params_now = {v.name: np.array(v.get_value()) for v in loop.state_variables()}
     finally:
         guide.hid_drop, guide.bias_noise = saved
@@ -420,8 +424,8 @@ def test_chain_gamma_off_leaves_the_squared_kl_term_out_of_the_chain_cost(toy):
     mean(nll + lambda * KL), with the model's gamma_kl set and unused."""
     model, D = toy["model"], toy["D"]
     state = model.get_state()
-    loop = VCGLoop(model, steps=6, chain_gamma=False, l2=0.0, guide_units=8, guide_pool=2,
-                   seed=4)
+    guide = MaxoutGuide(2, np.random.default_rng([4, 2]), units=8, pool=2)
+    loop = VCGLoop(model, guide, steps=6, chain_gamma=False, seed=4)
     model.hyper.set(lam_kl=1.5, gamma_kl=0.2)
     try:
         X0 = D[:7]
@@ -478,24 +482,26 @@ def test_run_chain_any_length_masks_and_matches_numpy(toy):
     X0 = mixture(6, np.random.default_rng(3))
     mask = np.tile(np.array([[1.0, 0.0]], floatX), (6, 1))     # clamp the first coordinate
     control = np.full((6, 2), 0.8, floatX)
-    S = chain.run_chain(model, X0, 100, mask=mask, control=control, rng=np.random.default_rng(0))
+    S = model.run_chain(X0, 100, mask=mask, control=control, rng=np.random.default_rng(0))
     assert S.shape == (101, 6, 2)
     np.testing.assert_array_equal(S[:, :, 0], np.broadcast_to(control[:, 0], (101, 6)))  # clamped
     assert np.ptp(S[:, :, 1], axis=0).min() > 1e-3               # free: moves
     # sigma_scale scales the noise: 0 gives the deterministic chain of posterior means
-    S0 = chain.run_chain(model, X0, 5, sigma_scale=0.0, rng=np.random.default_rng(1))
+    S0 = model.run_chain(X0, 5, sigma_scale=0.0, rng=np.random.default_rng(1))
     ref, _, _ = np_chain(model, X0, np.zeros((5, 6, 2)))
     np.testing.assert_allclose(S0[1:], ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(S0[0], X0)
     # the same rng state gives the same chain; the loop's run_chain is the same function
-    a = chain.run_chain(model, X0, 4, rng=np.random.default_rng(7))
+    a = model.run_chain(X0, 4, rng=np.random.default_rng(7))
     b = toy["loop"].run_chain(X0, 4, rng=np.random.default_rng(7))
     np.testing.assert_array_equal(a, b)
-    assert chain.run_chain(model, X0, 0).shape == (1, 6, 2)
+    assert model.run_chain(X0, 0).shape == (1, 6, 2)
     with pytest.raises(ValueError, match="mask"):
-        chain.run_chain(model, X0, 3, mask=np.full((6, 2), 2.0))
+        model.run_chain(X0, 3, mask=np.full((6, 2), 2.0))
     with pytest.raises(ValueError, match="X0"):
-        chain.run_chain(model, X0[:, :1], 3)
+        model.run_chain(X0[:, :1], 3)
+    with pytest.raises(ValueError, match="control"):
+        model.run_chain(X0, 3, control=control)
 
 
 def test_guide_output_is_noise_free(toy):
@@ -505,15 +511,26 @@ def test_guide_output_is_noise_free(toy):
     ones = {n: np.ones((9, 2)) for n in ("vis",)}
     noise = dict(ones, **{f"hid{i}": np.ones((9, l.units)) for i, l in enumerate(loop.guide.layers)},
                  **{f"bias{i}": np.zeros((9, l.units * l.pool)) for i, l in enumerate(loop.guide.layers)})
-    np.testing.assert_allclose(f, np_guide(loop.guide, X, noise)[0], rtol=1e-5, atol=1e-6)
+    ref_f, _, ref_hidden = np_guide(loop.guide, X, noise)
+    np.testing.assert_allclose(f, ref_f, rtol=1e-5, atol=1e-6)
+    hidden = loop.guide_hidden(X)
+    assert len(hidden) == len(ref_hidden)
+    for h, r in zip(hidden, ref_hidden):
+        np.testing.assert_allclose(h, r, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="guide_hidden"):
+        loop.guide.hidden_outputs(X)        # nets compile nothing
 
 
 def test_vcgloop_rejects_bad_arguments(toy):
-    model = toy["model"]
+    model, guide = toy["model"], toy["loop"].guide
     for kw, match in ((dict(gen_loss="hinge"), "gen_loss"), (dict(bptt="manual"), "bptt"),
                       (dict(unroll="loop"), "unroll"), (dict(step_decay=-1), "decay"),
                       (dict(momentum=1.0), "momentum"), (dict(steps=0), "steps")):
         with pytest.raises(ValueError, match=match):
-            VCGLoop(model, **kw)
+            VCGLoop(model, guide, **kw)
+    with pytest.raises(ValueError, match="needs a guide"):
+        VCGLoop(model, None)
+    with pytest.raises(ValueError, match="the guide takes 3 inputs"):
+        VCGLoop(model, MaxoutGuide(3, np.random.default_rng(0), units=4, pool=2))
     with pytest.raises(ValueError, match="X_data"):
         toy["loop"].train_step(toy["D"][:4], np.zeros((5, 3), floatX))

@@ -1,15 +1,19 @@
 """The core: objectives against independent numpy, gradients against finite
-differences, Eq. 5's gradient, the SGD rule, the bounded log-variance, seeding."""
+differences, the written-out derivatives of the stored-activation BPTT against
+autodiff, Eq. 5's gradient, the SGD rule, the bounded log-variance, seeding."""
+import importlib
+
 import numpy as np
 import pytest
 from scipy.special import expit
 from scipy.stats import norm
 
+from vgsn import backend
 from vgsn import objectives as obj
-from vgsn.backend import T, function, shared, verify_grad
-from vgsn.layers import orthogonal
+from vgsn.backend import T, function, grad, shared, verify_grad
+from vgsn.layers import orthogonal, relu, relu_grad
 from vgsn.models import OneStageModel, output_bias_from_mean
-from vgsn.nets import MaxoutGuide
+from vgsn.nets import InfNet, MaxoutGuide
 from vgsn.updates import HyperParams, l2_penalty, sgd, sum_squares
 
 RNG = np.random.default_rng(1234)
@@ -121,6 +125,81 @@ def test_objective_gradients_match_finite_differences(name):
     verify_grad(fun, points, rng=rng, abs_tol=1e-6, rel_tol=1e-6)
 
 
+# ---- the derivatives vgsn.bptt uses, each against autodiff of its formula ------
+# Compiled without graph rewrites (Python linker): the graphs are tiny and many.
+_PY_MODE = importlib.import_module(backend.NAME + ".compile.mode").Mode(linker="py", optimizer=None)
+
+
+def _against_autodiff(inputs, values, autodiff, written):
+    f = function(inputs, list(autodiff) + list(written), mode=_PY_MODE)
+    out = f(*values)
+    n = len(autodiff)
+    for i, (a, b) in enumerate(zip(out[:n], out[n:])):
+        assert np.abs(a).max() > 1e-3, i                # a real check, not 0 == 0
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12, err_msg=f"derivative {i}")
+
+
+def test_likelihood_and_kl_derivatives_match_autodiff():
+    x, m, lv, l = (T.dmatrix() for _ in range(4))
+    s = T.dscalar()
+    X, M, LV, L = np.random.default_rng(6).random((4, 3)), _f64(4, 3), _f64(4, 3), 3 * _f64(4, 3)
+    logp = T.sum(obj.bernoulli_log_prob(x, l))
+    _against_autodiff([x, l], [X, L], grad(logp, [x, l]), obj.bernoulli_log_prob_grad(x, l))
+    logp = T.sum(obj.gaussian_log_prob(x, m, lv))            # a full log-variance
+    _against_autodiff([x, m, lv], [X, M, LV], grad(logp, [x, m, lv]),
+                      obj.gaussian_log_prob_grad(x, m, lv))
+    logp = T.sum(obj.gaussian_log_prob(x, m, s))             # p's one shared log-variance
+    d_x, d_m, d_s = obj.gaussian_log_prob_grad(x, m, s)
+    _against_autodiff([x, m, s], [X, M, -0.8], grad(logp, [x, m, s]), [d_x, d_m, T.sum(d_s)])
+    kl = T.sum(obj.gaussian_kl(m, lv))
+    _against_autodiff([m, lv], [M, LV], grad(kl, [m, lv]), obj.gaussian_kl_grad(m, lv))
+
+
+def test_reparameterisation_and_relu_derivatives_match_autodiff():
+    mu, lv, eps, w, a = (T.dmatrix() for _ in range(5))
+    MU, LV, EPS, W = _f64(5, 2), _f64(5, 2), _f64(5, 2), _f64(5, 2)
+    cost = T.sum(w * obj.reparameterise(mu, lv, eps))        # so dC/dz = w
+    _against_autodiff([mu, lv, eps, w], [MU, LV, EPS, W], grad(cost, [mu, lv]),
+                      obj.reparameterise_grad(w, lv, eps))
+    A = _f64(5, 2)
+    A[np.abs(A) < 0.05] = 0.3                                 # away from the kink
+    cost = T.sum(w * relu(a))
+    _against_autodiff([a, w], [A, W], grad(cost, [a]), [relu_grad(w, relu(a))])
+
+
+def test_infnet_backward_and_bounded_logvar_derivative_match_autodiff():
+    """``InfNet.backward`` (the heads and ReLU layers, from the stored activations)
+    and ``layer_inputs`` give autodiff's gradients for x and every weight and bias;
+    ``shared_logvar_grad`` is d(B tanh(b / B))/db."""
+    rng = np.random.default_rng(8)
+    q = InfNet(4, (6, 5), 3, "q", rng, logvar="head")
+    q.logvar_head.W.set_value(rng.standard_normal((5, 3)).astype("float32"))
+    p = InfNet(3, (5,), 4, "p", rng, logvar="shared", logvar_bound=2.0)
+    p.logvar_param.set_value(np.float32(1.3))
+    for net in (q, p):
+        x, gm, gl = T.matrix(), T.matrix(), T.matrix()
+        out = net.forward(x)
+        head = net.logvar_mode == "head"
+        cost = T.sum(gm * out.mean) + (T.sum(gl * out.logvar) if head else 0)
+        autodiff = grad(cost, [x] + [v for layer in net.dense_layers for v in (layer.W, layer.b)])
+        g_x, deltas = net.backward(out.hidden, gm, gl if head else None)
+        inputs = net.layer_inputs(x, out.hidden)
+        written = [g_x] + [v for h, d in zip(inputs, deltas) for v in (T.dot(h.T, d), T.sum(d, 0))]
+        assert len(written) == len(autodiff)
+        f = function([x, gm, gl], autodiff + written, mode=_PY_MODE, on_unused_input="ignore")
+        shapes = ((7, net.n_in), (7, net.n_out), (7, net.n_out))
+        res = f(*(rng.standard_normal(sh).astype("float32") for sh in shapes))
+        n = len(autodiff)
+        for a, b in zip(res[:n], res[n:]):
+            assert np.abs(a).max() > 1e-4
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    b = p.logvar_param
+    f = function([], [grad(p.shared_logvar(), b), p.shared_logvar_grad()], mode=_PY_MODE)
+    auto, written = f()
+    np.testing.assert_allclose(written, auto, rtol=1e-6)
+    np.testing.assert_allclose(written, 1 - np.tanh(1.3 / 2.0) ** 2, rtol=1e-6)
+
+
 def test_over_regularised_kl_value_and_exact_gradient_split():
     """Eq. 5: rows with KL below the batch mean get exactly lambda x the plain KL
     gradient; rows above add 2 gamma (KL - Kbar) x it; Kbar itself passes none."""
@@ -228,6 +307,16 @@ def test_hyperparams_and_sgd_reject_bad_values():
     p = shared(np.zeros(2, "float32"), name="p")
     with pytest.raises(ValueError, match="momentum must be in"):
         sgd(T.sum(p), [p], 0.1, momentum=1.5)
+
+
+def test_sgd_names_the_velocities_it_makes_and_hyperparams_list_their_variables():
+    p = shared(np.zeros(2, "float32"), name="q.h0.W")
+    _, vel = sgd(T.sum(p), [p], 0.1, momentum=0.5, velocity_prefix="vcg.")
+    assert [v.name for v in vel] == ["vcg.q.h0.W.velocity"]
+    assert sgd(T.sum(p), [p], 0.1, momentum=0.0)[1] == []          # plain SGD: none
+    hp = HyperParams(prefix="vae", lr=1.0, l2=0.5)
+    assert [v.name for v in hp.variables()] == ["vae.lr", "vae.l2"]
+    assert [float(v.get_value()) for v in hp.variables()] == [1.0, 0.5]
 
 
 # ---- nets --------------------------------------------------------------------

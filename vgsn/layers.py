@@ -104,6 +104,13 @@ def relu(x):
     return T.maximum(x, 0.0)
 
 
+def relu_grad(g_out, out):
+    """d cost / d x of ``out = relu(x)`` from ``g_out`` = d cost / d out: ``g_out``
+    where the unit is active (out > 0), 0 elsewhere (at x = 0 too, as ``relu``'s own
+    gradient). Takes the OUTPUT, which a stored-activation backward pass keeps."""
+    return g_out * T.gt(out, np.float32(0.0))
+
+
 NOISE_BLOCKS = 2            # row blocks of a noise array, each from its own generator
 _THREADED_MIN = 1 << 18     # arrays this big fill their blocks in parallel threads
 

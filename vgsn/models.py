@@ -7,18 +7,26 @@ one integer seed reproduces a run bit for bit on the same machine.
 
 Every compiled function is built in ``_build`` under the name of what it does
 (``train_step``, ``encode``, ``decode``, ``free_energy_terms``, ``posterior_kl``,
-``log_px_given_z``); each is compiled on its first use (or all at once with
-``compile()``) and cached.
+``log_px_given_z``, ``run_chain``; the loop's ``train_step``, ``guide_output``,
+``guide_hidden``); each is compiled on its first use (or all at once with
+``compile()``) and cached. Nothing else in vgsn compiles a model's graph. The two
+``train_step`` builds and ``run_chain`` go through ``vgsn.graphcache`` (their
+rewriting is most of a warm compile); the rest compile the library's ordinary way.
 """
 import numpy as np
 
+from vgsn import graphcache
 from vgsn import objectives as obj
-from vgsn.backend import T, compile_mode, floatX, function
+from vgsn.backend import T, compile_mode, floatX, function, grad
+from vgsn.bptt import chain_gradients
+from vgsn.chain import UNROLLS, apply_control, chain_forward, control_arrays, step_weights
+from vgsn.compiled import Compiled, as_rows
 from vgsn.nets import InfNet
 from vgsn.updates import HyperParams, l2_penalty, sgd
 
 X_TYPES = ("bernoulli", "gaussian")
 L2_TARGETS = ("weights", "all")
+BPTT_MODES = ("stored", "autodiff")
 
 
 def output_bias_from_mean(x_mean):
@@ -27,38 +35,7 @@ def output_bias_from_mean(x_mean):
     return np.log(m / (1.0 - m)).astype(floatX)
 
 
-def _as_rows(X, dim, what):
-    X = np.asarray(X, dtype=floatX)
-    if X.ndim != 2 or X.shape[1] != dim:
-        raise ValueError(f"{what} must be a (rows, {dim}) array, got shape {X.shape}")
-    return X
-
-
-def _load_state(variables, required, values, strict, owner):
-    """Set shared ``variables`` from ``values`` (name -> array), all or nothing:
-    every name and shape is checked before the first value is written. Names not
-    among ``variables`` are ignored; with ``strict`` every ``required`` one must
-    be present."""
-    known = {v.name: v for v in variables}
-    if strict:
-        missing = [p.name for p in required if p.name not in values]
-        if missing:
-            raise ValueError(f"state is missing parameters: {', '.join(missing)}")
-    staged = []
-    for name, value in values.items():
-        if name not in known:
-            continue
-        var = known[name]
-        value = np.asarray(value, dtype=var.dtype)
-        if value.shape != var.get_value().shape:
-            raise ValueError(
-                f"{name}: shape {value.shape} does not fit the {owner}'s {var.get_value().shape}")
-        staged.append((var, value))
-    for var, value in staged:
-        var.set_value(value)
-
-
-class OneStageModel:
+class OneStageModel(Compiled):
     """VAE with q(z|x) and p(x|z) MLPs, trained by SGD on Eq. 3 (or Eq. 5's KL).
 
     Parameters
@@ -130,7 +107,7 @@ class OneStageModel:
     def q_sample(self, x, eps):
         """z = mean + exp(logvar / 2) * eps for q(z|x); returns (z, mean, logvar)."""
         mu, lv = self.q.apply(x)
-        return mu + T.exp(0.5 * lv) * eps, mu, lv
+        return obj.reparameterise(mu, lv, eps), mu, lv
 
     def log_px_of_logits(self, x, logits):
         """Per-row log p(x|z) (rows,) from p's output ``logits`` at z: Bernoulli, or
@@ -180,8 +157,11 @@ class OneStageModel:
                 for p, g in zip(self.params, grads)], l2
 
     # ---- compiled functions ---------------------------------------------------
+    FUNCTIONS = ("train_step", "encode", "decode", "free_energy_terms", "posterior_kl",
+                 "log_px_given_z")
+
     def _build(self, name):
-        """Compile the function ``name``; the one place functions are built."""
+        """Compile the function ``name``; the one place the model's functions are built."""
         x = T.matrix("x", dtype=floatX)
         z = T.matrix("z", dtype=floatX)
         eps = T.matrix("eps", dtype=floatX)
@@ -196,8 +176,9 @@ class OneStageModel:
                 max_norm=self.config["max_norm"], velocities=self.velocities or None)
             # Keep intermediate buffers between calls (no fresh allocation and page
             # faults for every 500 x 1500 activation each update).
-            return function([x, eps], [cost, T.mean(nll), T.mean(kl), l2], updates=updates,
-                            name="train_step", mode=compile_mode(keep_buffers=True))
+            return graphcache.function([x, eps], [cost, T.mean(nll), T.mean(kl), l2],
+                                       updates=updates, name="train_step",
+                                       mode=compile_mode(keep_buffers=True))
         if name == "encode":
             return function([x], list(self.q.apply(x)), name="encode")
         if name == "decode":
@@ -210,19 +191,18 @@ class OneStageModel:
             return function([x], obj.gaussian_kl(mu, lv), name="posterior_kl")
         if name == "log_px_given_z":
             return function([x, z], self.log_px(x, z)[0], name="log_px_given_z")
+        if name == "run_chain":
+            # states[0] is the controlled start, states[t] the state step t sees (control
+            # applied), so clamped pixels equal the control in every state. T is eps's
+            # length: one compiled sampler serves every chain length (a compile per
+            # length would cost seconds each; XLA, which needs it static, is issue 13).
+            x0, eps3 = T.matrix("x0", dtype=floatX), T.tensor3("eps", dtype=floatX)
+            mask, control = T.matrix("mask", dtype=floatX), T.matrix("control", dtype=floatX)
+            fwd = chain_forward(self, x0, eps3, mask=mask, control=control)
+            states = T.concatenate([fwd.info["x0_in"].dimshuffle("x", 0, 1),
+                                    apply_control(fwd.states, mask, control)], axis=0)
+            return graphcache.function([x0, eps3, mask, control], states, name="run_chain")
         raise KeyError(f"no compiled function named {name!r}")
-
-    def _fn(self, name):
-        if name not in self._fns:
-            self._fns[name] = self._build(name)
-        return self._fns[name]
-
-    def compile(self, names=("train_step", "encode", "decode", "free_energy_terms",
-                             "posterior_kl", "log_px_given_z")):
-        """Compile the named functions now (otherwise each compiles on first use)."""
-        for name in names:
-            self._fn(name)
-        return self
 
     # ---- numpy API ---------------------------------------------------------
     def draw_eps(self, rows, rng=None):
@@ -236,19 +216,19 @@ class OneStageModel:
         100 rows x 5 = 500). Returns a dict of the step's cost terms (floats): the
         total ``cost``, its mean ``nll`` and plain ``kl`` per row and the ``l2`` term.
         """
-        X = _as_rows(X, self.x_dim, "train_step batch")
+        X = as_rows(X, self.x_dim, "train_step batch")
         eps = self.draw_eps(X.shape[0] * self.batch_repeat)
         cost, nll, kl, l2 = self._fn("train_step")(X, eps)
         return {"cost": float(cost), "nll": float(nll), "kl": float(kl), "l2": float(l2)}
 
     def encode(self, X):
         """q(z|x): (mean, logvar), each (rows, z_dim)."""
-        mu, lv = self._fn("encode")(_as_rows(X, self.x_dim, "encode input"))
+        mu, lv = self._fn("encode")(as_rows(X, self.x_dim, "encode input"))
         return mu, lv
 
     def decode(self, Z):
         """E[p(x|z)] = sigmoid(p's output), (rows, x_dim)."""
-        return self._fn("decode")(_as_rows(Z, self.z_dim, "decode input"))
+        return self._fn("decode")(as_rows(Z, self.z_dim, "decode input"))
 
     def free_energy_terms(self, X, n_samples=1, use_mean=False, batch_rows=2000, rng=None):
         """Per-row (nll, kl): -log p(x|z) averaged over ``n_samples`` z ~ q(z|x)
@@ -256,7 +236,7 @@ class OneStageModel:
 
         nll + kl is the free energy F(x) of Eq. 2, an upper bound on -log p(x).
         """
-        X = _as_rows(X, self.x_dim, "free_energy_terms input")
+        X = as_rows(X, self.x_dim, "free_energy_terms input")
         if int(n_samples) < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         fn = self._fn("free_energy_terms")
@@ -275,12 +255,12 @@ class OneStageModel:
 
     def posterior_kl(self, X):
         """Per-dimension KL(q(z_j|x) || N(0, 1)), (rows, z_dim)."""
-        return self._fn("posterior_kl")(_as_rows(X, self.x_dim, "posterior_kl input"))
+        return self._fn("posterior_kl")(as_rows(X, self.x_dim, "posterior_kl input"))
 
     def log_px_given_z(self, X, Z):
         """Per-row log p(x|z) (rows,) for paired rows of X and Z."""
-        X = _as_rows(X, self.x_dim, "log_px_given_z X")
-        Z = _as_rows(Z, self.z_dim, "log_px_given_z Z")
+        X = as_rows(X, self.x_dim, "log_px_given_z X")
+        Z = as_rows(Z, self.z_dim, "log_px_given_z Z")
         if X.shape[0] != Z.shape[0]:
             raise ValueError(f"X and Z need the same rows, got {X.shape[0]} and {Z.shape[0]}")
         return self._fn("log_px_given_z")(X, Z)
@@ -289,6 +269,38 @@ class OneStageModel:
         """x = E[p(x|z)] for n draws z ~ N(0, I): (n, x_dim)."""
         return self.decode(self.draw_eps(int(n), rng))
 
+    def run_chain(self, X0, steps, mask=None, control=None, sigma_scale=1.0, rng=None):
+        """Run the chain (``vgsn.chain``) ``steps`` steps from ``X0``; every state.
+
+        Parameters
+        ----------
+        X0 : ndarray (rows, x_dim) starting images
+        steps : int >= 0
+        mask, control : ndarray (rows, x_dim) or (x_dim,), optional
+            Partial control: before each step x <- (1 - mask) * x + mask * control.
+            ``control`` defaults to X0 (inpainting: clamp the observed pixels).
+        sigma_scale : float
+            z = mean + sigma_scale * std * eps (1 = the model's own posterior noise).
+        rng : numpy.random.Generator, optional (default: the model's ``rng``)
+
+        Returns
+        -------
+        ndarray (steps + 1, rows, x_dim): states[0] is X0 under control, states[t] the
+        state after t steps.
+        """
+        X0 = as_rows(X0, self.x_dim, "X0")
+        steps = int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        M, C = control_arrays(X0, mask, control)
+        if steps == 0:
+            return ((1 - M) * X0 + M * C)[None]
+        rng = self.rng if rng is None else rng
+        eps = rng.standard_normal((steps, X0.shape[0], self.z_dim), dtype=np.float32)
+        if sigma_scale != 1.0:
+            eps *= np.float32(sigma_scale)          # z = mu + sigma_scale * std * eps
+        return self._fn("run_chain")(X0, eps, M, C)
+
     # ---- parameters and state -------------------------------------------------
     def shared_logvar(self):
         """The Gaussian output's bounded shared log-variance (a float)."""
@@ -296,19 +308,8 @@ class OneStageModel:
         bound = self.p.logvar_bound
         return bound * np.tanh(b / bound)
 
-    def state_variables(self):
-        """Every shared variable of the model's state: parameters, momentum,
-        hyperparameters, each with a unique name."""
-        return self.params + list(self.velocities) + [self.hyper._vars[n] for n in self.hyper.names()]
-
-    def get_state(self):
-        """dict name -> array copy of ``state_variables()``."""
-        return {v.name: np.array(v.get_value()) for v in self.state_variables()}
-
-    def set_state(self, values, strict=True):
-        """Load arrays by name (shapes must match); with ``strict`` every
-        parameter must be present."""
-        _load_state(self.state_variables(), self.params, values, strict, "model")
+    def _trained(self):
+        return list(self.params)
 
     def fork(self, seed=None):
         """A new model with the same config and a copy of the parameters and
@@ -324,10 +325,7 @@ class OneStageModel:
 # =============================================================================
 # VCGLoop: the guided chain (Sec. 5-6, Fig. 2)
 # =============================================================================
-BPTT_MODES = ("stored", "autodiff")
-
-
-class VCGLoop:
+class VCGLoop(Compiled):
     """The VAE looped into a T-step chain, shaped by a MaxOut guide (Sec. 5-6, Fig. 2).
 
     Starts from a (pre-trained) ``OneStageModel`` and trains ITS q and p parameters:
@@ -356,11 +354,15 @@ class VCGLoop:
     own ``self.hyper`` holds ``lr_gen``, ``lr_guide``, ``gen_weight``,
     ``guide_weight``, ``lam_l2d``, ``lam_l2a`` (and ``moment_weight`` when used).
 
+    The loop never writes the model's hyperparameters: set ``model.hyper`` (e.g. the
+    chain phase's ``l2=1e-4``) before or between updates.
+
     Parameters
     ----------
     model : OneStageModel
-    guide : MaxoutGuide, optional
-        Built from the ``guide_*`` arguments when omitted.
+    guide : MaxoutGuide
+        The guide f, ready built (its input size must be the model's x_dim). The
+        2015 scripts' MNIST guide is ``MaxoutGuide(model.x_dim, rng)`` with its defaults.
     steps : int
         Unrolled steps T (6).
     walkback : bool
@@ -383,30 +385,25 @@ class VCGLoop:
         Guide regularisers: output (0.05) and pre-activation (0.01) squares.
     gen_weight, guide_weight : float
         Weights of L_g and L_f (25 each in the 2015 scripts).
-    l2 : float or None
-        Sets ``model.hyper.l2`` (1e-4 in the chain phase); None keeps the model's.
     momentum, max_norm : float
-        SGD momentum beta and per-tensor gradient clip, for q/p and the guide.
-    guide_units, guide_pool, guide_init_scale, guide_input_noise, guide_vis_drop,
-    guide_hid_drop, guide_bias_noise : the default guide's shape and noise (SPEC section 5)
+        SGD momentum beta and per-tensor gradient clip, for q/p and the guide; the
+        velocities (``sgd``'s, named ``vcg.<param>.velocity``) are made with the train step.
     bptt : {'stored', 'autodiff'}
-        'stored' (default): BPTT from stored activations (``vgsn.chain.chain_gradients``,
+        'stored' (default): BPTT from stored activations (``vgsn.bptt.chain_gradients``,
         no forward recomputation); 'autodiff': ``grad`` through the scan.
     unroll : {'scan', 'python'}
         'python' builds the T steps in a Python loop (a reference; slower to compile).
     seed : int
-        Seeds the default guide's init and ``self.rng``, which draws every noise.
+        Seeds ``self.rng`` (``default_rng([seed, 3])``), which draws every noise.
     """
 
-    def __init__(self, model, guide=None, steps=6, walkback=False, step_decay=0.1,
-                 gen_loss="elastic", chain_gamma=True, moment_weight=0.0, data_rows=200,
-                 lr_gen=4e-4, lr_guide=4e-4, lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0,
-                 guide_weight=25.0, l2=1e-4, momentum=0.0, max_norm=10.0, guide_units=300,
-                 guide_pool=4, guide_init_scale=0.75, guide_input_noise=0.0, guide_vis_drop=0.2,
-                 guide_hid_drop=0.5, guide_bias_noise=0.1, bptt="stored", unroll="scan", seed=0):
-        from vgsn.chain import UNROLLS, step_weights
-        from vgsn.nets import MaxoutGuide
+    FUNCTIONS = ("train_step", "guide_output")
+    _OWNER = "loop"
 
+    def __init__(self, model, guide, steps=6, walkback=False, step_decay=0.1, gen_loss="elastic",
+                 chain_gamma=True, moment_weight=0.0, data_rows=200, lr_gen=4e-4, lr_guide=4e-4,
+                 lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0, guide_weight=25.0, momentum=0.0,
+                 max_norm=10.0, bptt="stored", unroll="scan", seed=0):
         if gen_loss not in obj.GENERATOR_LOSSES:
             raise ValueError(f"gen_loss must be one of {obj.GENERATOR_LOSSES}, got {gen_loss!r}")
         if bptt not in BPTT_MODES:
@@ -417,7 +414,11 @@ class VCGLoop:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if int(data_rows) < 1:
             raise ValueError(f"data_rows must be >= 1, got {data_rows}")
-        self.model = model
+        if getattr(guide, "n_in", None) is None:
+            raise ValueError(f"VCGLoop needs a guide (a MaxoutGuide), got {guide!r}")
+        if guide.n_in != model.x_dim:
+            raise ValueError(f"the guide takes {guide.n_in} inputs, the model's x has {model.x_dim}")
+        self.model, self.guide = model, guide
         self.steps = int(steps)
         self.step_weights = step_weights(self.steps, step_decay)   # validates steps, decay
         self.walkback, self.step_decay, self.gen_loss = bool(walkback), float(step_decay), gen_loss
@@ -427,17 +428,7 @@ class VCGLoop:
         self.max_norm = None if max_norm is None else float(max_norm)
         self.use_moments = float(moment_weight) != 0.0
         self.seed = int(seed)
-        if guide is None:
-            guide = MaxoutGuide(model.x_dim, np.random.default_rng([self.seed, 2]),
-                                units=guide_units, pool=guide_pool, init_scale=guide_init_scale,
-                                vis_drop=guide_vis_drop, hid_drop=guide_hid_drop,
-                                bias_noise=guide_bias_noise, input_noise=guide_input_noise)
-        elif guide.n_in != model.x_dim:
-            raise ValueError(f"the guide takes {guide.n_in} inputs, the model's x has {model.x_dim}")
-        self.guide = guide
         self.rng = np.random.default_rng([self.seed, 3])
-        if l2 is not None:
-            model.hyper.set(l2=l2)
         hyper = dict(lr_gen=lr_gen, lr_guide=lr_guide, gen_weight=gen_weight,
                      guide_weight=guide_weight, lam_l2d=lam_l2d, lam_l2a=lam_l2a)
         if self.use_moments:
@@ -445,12 +436,11 @@ class VCGLoop:
         self.hyper = HyperParams(prefix="vcg", **hyper)
         self.params = list(model.params)            # q and p: trained by the generator cost
         self.guide_params = list(guide.params)      # f: trained by the guide cost
-        self.velocities = []
-        if self.momentum != 0.0:
-            from vgsn.backend import shared
-            self.velocities = [shared(np.zeros_like(p.get_value()), name=f"vcg.{p.name}.velocity")
-                               for p in self.params + self.guide_params]
+        self.velocities = []                        # sgd's, made with the train step
         self._fns = {}
+
+    def _trained(self):
+        return self.params + self.guide_params
 
     # ---- graph -----------------------------------------------------------------
     def _noise_names(self):
@@ -458,24 +448,24 @@ class VCGLoop:
         return names + (["vis_add"] if self.guide.input_noise > 0 else [])
 
     def _build(self, name):
-        """Compile the function ``name``; the one place functions are built."""
+        """Compile the function ``name``; the one place the loop's functions are built."""
         if name == "train_step":
             return self._build_train_step()
+        x = T.matrix("x", dtype=floatX)
         if name == "guide_output":
-            x = T.matrix("x", dtype=floatX)
             return function([x], self.guide.apply(x)[0], name="guide_output")
+        if name == "guide_hidden":
+            return function([x], self.guide.hidden_outputs(x), name="guide_hidden")
         raise KeyError(f"no compiled function named {name!r}")
 
     def _build_train_step(self):
-        from vgsn.backend import grad
-        from vgsn.chain import chain_forward, chain_gradients
-
         model, guide, hp, steps = self.model, self.guide, self.hyper, self.steps
         x0 = T.matrix("x0", dtype=floatX)
         x_data = T.matrix("x_data", dtype=floatX)
         eps = T.tensor3("eps", dtype=floatX)
         noise = {n: T.matrix(f"guide.noise.{n}", dtype=floatX) for n in self._noise_names()}
         x0_rep = T.repeat(x0, model.batch_repeat, axis=0)
+        # steps is a Python int: the scans' length is static (what XLA needs).
         fwd = chain_forward(model, x0_rep, eps, walkback=self.walkback,
                             store=self.bptt == "stored", unroll=self.unroll, steps=steps)
         # The guide's stacked input: [data rows; x_1 .. x_T] (SPEC section 5).
@@ -517,12 +507,15 @@ class VCGLoop:
             g_gen = grad(chain_cost, self.params)
         g_gen, l2 = model.add_weight_decay(g_gen)
         n_gen = len(self.params)
-        vel = self.velocities or None
-        updates, _ = sgd(g_gen, self.params, hp.lr_gen, momentum=self.momentum,
-                         max_norm=self.max_norm, velocities=vel and vel[:n_gen])
-        g_updates, _ = sgd(g_guide, self.guide_params, hp.lr_guide, momentum=self.momentum,
-                           max_norm=self.max_norm, velocities=vel and vel[n_gen:])
+        vel = self.velocities or None               # kept across a rebuild
+        updates, v_gen = sgd(g_gen, self.params, hp.lr_gen, momentum=self.momentum,
+                             max_norm=self.max_norm, velocities=vel and vel[:n_gen],
+                             velocity_prefix="vcg.")
+        g_updates, v_guide = sgd(g_guide, self.guide_params, hp.lr_guide, momentum=self.momentum,
+                                 max_norm=self.max_norm, velocities=vel and vel[n_gen:],
+                                 velocity_prefix="vcg.")
         updates.update(g_updates)
+        self.velocities = v_gen + v_guide
         zero = np.float32(0.0)
         acc = np.float32(0.5) * (T.mean(T.gt(f_data, zero)) + T.mean(T.lt(f_gen, zero)))
         outputs = [guide_loss, gen_loss, vae_cost, guide_cost, chain_cost + l2, l2,
@@ -535,18 +528,7 @@ class VCGLoop:
         # Keeping the intermediate buffers between calls saves another ~8% (a few hundred
         # MB held at the paper's sizes).
         mode = compile_mode(["local_dot22_to_dot22scalar"], keep_buffers=True)
-        return function(inputs, outputs, updates=updates, name="train_step", mode=mode)
-
-    def _fn(self, name):
-        if name not in self._fns:
-            self._fns[name] = self._build(name)
-        return self._fns[name]
-
-    def compile(self, names=("train_step", "guide_output")):
-        """Compile the named functions now (otherwise each compiles on first use)."""
-        for name in names:
-            self._fn(name)
-        return self
+        return graphcache.function(inputs, outputs, updates=updates, name="train_step", mode=mode)
 
     # ---- numpy API ---------------------------------------------------------
     def draw_noise(self, chain_rows, data_rows):
@@ -577,8 +559,8 @@ class VCGLoop:
         on each side), ``guide_acc`` (balanced accuracy of sign(f)), ``moment``
         (0 unless used); plus ``nll_steps`` / ``kl_steps``, (steps,) arrays.
         """
-        X0 = _as_rows(X0, self.model.x_dim, "train_step X0")
-        X_data = _as_rows(X_data, self.model.x_dim, "train_step X_data")
+        X0 = as_rows(X0, self.model.x_dim, "train_step X0")
+        X_data = as_rows(X_data, self.model.x_dim, "train_step X_data")
         eps, noise = self.draw_noise(X0.shape[0] * self.model.batch_repeat, X_data.shape[0])
         (guide_loss, gen_loss, vae_cost, guide_cost, gen_cost, l2, nll_t, kl_t, f_data, f_gen,
          acc, moment) = self._fn("train_step")(X0, X_data, eps, *noise)
@@ -593,27 +575,16 @@ class VCGLoop:
 
     def guide_output(self, X):
         """The noise-free guide f(x), (rows,): an estimate of log D(x)/G(x)."""
-        return self._fn("guide_output")(_as_rows(X, self.model.x_dim, "guide_output input"))
+        return self._fn("guide_output")(as_rows(X, self.model.x_dim, "guide_output input"))
+
+    def guide_hidden(self, X):
+        """The noise-free guide's maxout layer outputs for rows ``X``: a list of
+        (rows, units) arrays, one per layer (``MaxoutGuide.hidden_outputs``)."""
+        X = as_rows(X, self.model.x_dim, "guide_hidden input")
+        return [np.asarray(h) for h in self._fn("guide_hidden")(X)]
 
     def run_chain(self, X0, steps, mask=None, control=None, sigma_scale=1.0, rng=None):
-        """Every state of a ``steps``-step chain from ``X0`` (see ``vgsn.chain.run_chain``);
-        noise from ``rng`` (default ``self.rng``). Returns (steps + 1, rows, x_dim)."""
-        from vgsn.chain import run_chain
-        return run_chain(self.model, X0, steps, mask=mask, control=control,
-                         sigma_scale=sigma_scale, rng=self.rng if rng is None else rng)
-
-    # ---- state -------------------------------------------------------------
-    def state_variables(self):
-        """Every shared variable of the loop's state: q/p and guide parameters, the
-        loop's momentum and hyperparameters (the model's own hyper is the model's)."""
-        return (self.params + self.guide_params + list(self.velocities)
-                + [self.hyper._vars[n] for n in self.hyper.names()])
-
-    def get_state(self):
-        """dict name -> array copy of ``state_variables()``."""
-        return {v.name: np.array(v.get_value()) for v in self.state_variables()}
-
-    def set_state(self, values, strict=True):
-        """Load arrays by name; with ``strict`` every parameter must be present."""
-        _load_state(self.state_variables(), self.params + self.guide_params, values, strict,
-                    "loop")
+        """``model.run_chain`` with the noise from ``rng`` (default: the loop's own
+        ``self.rng``). Returns (steps + 1, rows, x_dim)."""
+        return self.model.run_chain(X0, steps, mask=mask, control=control,
+                                    sigma_scale=sigma_scale, rng=self.rng if rng is None else rng)

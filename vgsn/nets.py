@@ -4,13 +4,28 @@ Both are functions of their shared parameters: ``apply`` builds symbolic outputs
 for any symbolic input and may be called many times (once per chain step inside
 ``scan``, on the guide's stacked input, ...) with the same shared variables.
 Names follow the 2015 code where users compare the two (SPEC.md section 5).
+Nets compile nothing: the models build every compiled function (``vgsn.models``).
+
+``InfNet.forward`` is the one forward pass of q and p (the chain calls it too), and
+``InfNet.backward`` its stored-activation backward pass (``vgsn.bptt``), side by side.
 """
+from collections import namedtuple
+
 import numpy as np
 
-from vgsn.backend import T, floatX, function, shared
-from vgsn.layers import Dense, Maxout, dropout_mask, gaussian_noise, hidden_bias, orthogonal, relu
+from vgsn.backend import T, floatX, shared
+from vgsn.layers import (Dense, Maxout, dropout_mask, gaussian_noise, hidden_bias, orthogonal,
+                         relu, relu_grad)
 
 LOGVAR_MODES = ("head", "shared", "none")
+
+Forward = namedtuple("Forward", ["mean", "logvar", "hidden"])
+Forward.__doc__ = """What ``InfNet.forward`` returns.
+
+mean : (rows, n_out) the linear mean-head output (for p: the logits)
+logvar : (rows, n_out) for 'head', a scalar for 'shared', None for 'none'
+hidden : list of (rows, hidden[i]) ReLU outputs, one per hidden layer
+"""
 
 
 class InfNet:
@@ -71,19 +86,80 @@ class InfNet:
         """The weight matrices (what L2 weight decay acts on)."""
         return [p for p in self.params if p.name.endswith(".W")]
 
+    @property
+    def dense_layers(self):
+        """Every affine layer, in the order of ``backward``'s deltas: the hidden
+        layers, the mean head, then the log-variance head ('head' mode)."""
+        heads = [self.mean_head] + ([self.logvar_head] if self.logvar_head is not None else [])
+        return list(self.hidden_layers) + heads
+
     def hidden_output(self, x):
         """(rows, n_in) -> (rows, hidden[-1]) last ReLU layer."""
-        h = x
-        for layer in self.hidden_layers:
-            h = relu(layer.apply(h))
-        return h
+        return self.forward(x).hidden[-1]
 
     def shared_logvar(self):
-        """The bounded shared log-variance (a symbolic scalar); 'shared' mode only."""
+        """The bounded shared log-variance ``B tanh(b / B)`` (a symbolic scalar);
+        'shared' mode only."""
         if self.logvar_param is None:
             raise ValueError(f"{self.name} has logvar={self.logvar_mode!r}, not 'shared'")
         bound = np.float32(self.logvar_bound)
         return bound * T.tanh(self.logvar_param / bound)
+
+    def shared_logvar_grad(self):
+        """d shared_logvar / d b = 1 - tanh(b / B)^2 (a symbolic scalar)."""
+        if self.logvar_param is None:
+            raise ValueError(f"{self.name} has logvar={self.logvar_mode!r}, not 'shared'")
+        th = T.tanh(self.logvar_param / np.float32(self.logvar_bound))
+        return np.float32(1.0) - T.square(th)
+
+    def forward(self, x):
+        """The forward pass for input ``x`` (rows, n_in): a ``Forward`` (mean,
+        logvar, hidden activations)."""
+        h, hidden = x, []
+        for layer in self.hidden_layers:
+            h = relu(layer.apply(h))
+            hidden.append(h)
+        mean = self.mean_head.apply(h)
+        if self.logvar_mode == "head":
+            logvar = self.logvar_head.apply(h)
+        elif self.logvar_mode == "shared":
+            logvar = self.shared_logvar()
+        else:
+            logvar = None
+        return Forward(mean, logvar, hidden)
+
+    def backward(self, hidden, g_mean, g_logvar=None):
+        """Back through the heads and the ReLU layers of one ``forward``, from its
+        stored ``hidden`` activations (nothing is recomputed).
+
+        Parameters
+        ----------
+        hidden : list of (rows, hidden[i]), ``forward(x).hidden``
+        g_mean : (rows, n_out) d cost / d mean
+        g_logvar : (rows, n_out) d cost / d logvar ('head' mode), optional
+
+        Returns
+        -------
+        g_x : (rows, n_in) d cost / d x
+        deltas : list, d cost / d (pre-activation) of each of ``dense_layers``
+        """
+        heads = [g_mean]
+        g_h = T.dot(g_mean, self.mean_head.W.T)
+        if self.logvar_head is not None and g_logvar is not None:
+            heads.append(g_logvar)
+            g_h = g_h + T.dot(g_logvar, self.logvar_head.W.T)
+        deltas = []
+        for i in reversed(range(len(self.hidden_layers))):
+            g_a = relu_grad(g_h, hidden[i])
+            deltas.insert(0, g_a)
+            g_h = T.dot(g_a, self.hidden_layers[i].W.T)
+        return g_h, deltas + heads
+
+    def layer_inputs(self, x, hidden):
+        """The input of each of ``dense_layers`` given ``forward(x).hidden`` (the
+        weight gradient of a layer is input^T delta)."""
+        n_heads = len(self.dense_layers) - len(self.hidden_layers)
+        return [x] + list(hidden[:-1]) + [hidden[-1]] * n_heads
 
     def apply(self, x):
         """Symbolic outputs for input ``x`` (rows, n_in).
@@ -94,13 +170,8 @@ class InfNet:
         the logits, whose sigmoid is E[x|z]); logvar is (rows, n_out) for 'head',
         a scalar for 'shared' and None for 'none'.
         """
-        h = self.hidden_output(x)
-        mean = self.mean_head.apply(h)
-        if self.logvar_mode == "head":
-            return mean, self.logvar_head.apply(h)
-        if self.logvar_mode == "shared":
-            return mean, self.shared_logvar()
-        return mean, None
+        out = self.forward(x)
+        return out.mean, out.logvar
 
 
 class MaxoutGuide:
@@ -222,27 +293,12 @@ class MaxoutGuide:
         squash = np.float32(self.squash)
         return squash * T.tanh(a / squash), pre, hidden
 
-    def hidden_outputs(self, X):
-        """The maxout layers' outputs for rows ``X``, without noise (numpy in and out).
-
-        Compiled on the first call and cached. For the 2015 guide these are the two
-        maxout layers ``[h1, h2]`` of a loaded PeaNet (``vgsn.checkpoints.load_2015_guide``).
-
-        Parameters
-        ----------
-        X : array (rows, n_in)
-
-        Returns
-        -------
-        list of ndarray (rows, units), float32, one per maxout layer
-        """
-        X = np.asarray(X, dtype=floatX)
-        if X.ndim != 2 or X.shape[1] != self.n_in:
-            raise ValueError(f"{self.name}: hidden_outputs needs a (rows, {self.n_in}) array, "
-                             f"got shape {X.shape}")
-        fn = self.__dict__.get("_hidden_outputs_fn")
-        if fn is None:
-            x = T.matrix("x", dtype=floatX)
-            fn = function([x], self.apply(x)[2], name=f"{self.name}.hidden_outputs")
-            self._hidden_outputs_fn = fn
-        return [np.asarray(h) for h in fn(X)]
+    def hidden_outputs(self, x):
+        """The maxout layers' outputs for symbolic rows ``x`` (rows, n_in), without
+        noise: a list of (rows, units), one per layer. For the 2015 guide these are
+        the maxout layers ``[h1, h2]`` of a loaded PeaNet. ``VCGLoop.guide_hidden``
+        is the compiled version (numpy in and out)."""
+        if isinstance(x, np.ndarray):
+            raise TypeError(f"{self.name}: hidden_outputs builds a graph from a symbolic input; "
+                            "for arrays use VCGLoop.guide_hidden (nets compile nothing)")
+        return self.apply(x)[2]

@@ -3,6 +3,10 @@
 Every function takes and returns symbolic tensors; nothing here knows about
 networks, updates or training. Per-row quantities are (rows,) vectors; the
 caller takes means.
+
+Where the chain's stored-activation BPTT (``vgsn.bptt``) needs a derivative written
+out, it sits right below the formula it differentiates (``*_grad``), so a change to
+one shows next to the other; ``tests/test_core.py`` checks each against ``grad``.
 """
 import numpy as np
 
@@ -27,6 +31,12 @@ def bernoulli_log_prob(x, logits):
     return T.sum(x * logits - softplus(logits), axis=1)
 
 
+def bernoulli_log_prob_grad(x, logits):
+    """Elementwise derivatives of ``bernoulli_log_prob(x, logits)`` (rows, dims):
+    ``(d/dx, d/dlogits) = (logits, x - sigmoid(logits))``."""
+    return logits, x - T.sigmoid(logits)
+
+
 def gaussian_log_prob(x, mean, logvar):
     """log N(x; mean, diag(exp(logvar))) summed over dims, per row (rows,).
 
@@ -36,12 +46,43 @@ def gaussian_log_prob(x, mean, logvar):
     return T.sum(per_dim, axis=1)
 
 
+def gaussian_log_prob_grad(x, mean, logvar):
+    """Elementwise derivatives of ``gaussian_log_prob(x, mean, logvar)`` (rows, dims):
+    ``d/dx = -(x - mean) exp(-logvar)``, ``d/dmean = (x - mean) exp(-logvar)`` and
+    ``d/dlogvar = 0.5 ((x - mean)^2 exp(-logvar) - 1)`` per element (for a scalar
+    ``logvar`` its derivative is the sum of the last over every element).
+
+    Returns (d_x, d_mean, d_logvar).
+    """
+    resid_prec = (x - mean) * T.exp(-logvar)
+    d_logvar = 0.5 * ((x - mean) * resid_prec - 1.0)
+    return -resid_prec, resid_prec, d_logvar
+
+
 def gaussian_kl(mu_q, lv_q, mu_p=0.0, lv_p=0.0):
     """KL(N(mu_q, exp(lv_q)) || N(mu_p, exp(lv_p))) per dimension (rows, dims).
 
     0.5 * (lv_p - lv_q + exp(lv_q - lv_p) + (mu_q - mu_p)^2 / exp(lv_p) - 1).
     """
     return 0.5 * (lv_p - lv_q + T.exp(lv_q - lv_p) + T.square(mu_q - mu_p) * T.exp(-lv_p) - 1.0)
+
+
+def gaussian_kl_grad(mu_q, lv_q):
+    """Derivatives of ``gaussian_kl(mu_q, lv_q)`` (against the prior N(0, I), what the
+    chain uses) per dimension: ``(d/dmu_q, d/dlv_q) = (mu_q, 0.5 (exp(lv_q) - 1))``."""
+    return mu_q, 0.5 * (T.exp(lv_q) - 1.0)
+
+
+def reparameterise(mu, lv, eps):
+    """z = mu + exp(lv / 2) * eps: a draw from N(mu, exp(lv)) as a function of the
+    standard normal noise ``eps`` (Sec. 2), differentiable in mu and lv."""
+    return mu + T.exp(0.5 * lv) * eps
+
+
+def reparameterise_grad(g_z, lv, eps):
+    """From ``g_z`` = d cost / d z of ``z = reparameterise(mu, lv, eps)``:
+    ``(d cost/d mu, d cost/d lv) = (g_z, g_z * eps * 0.5 exp(lv / 2))``."""
+    return g_z, g_z * eps * 0.5 * T.exp(0.5 * lv)
 
 
 def over_regularised_kl(kl, lam, gamma, axis=None):

@@ -50,6 +50,10 @@ class HyperParams:
     def names(self):
         return list(self._vars)
 
+    def variables(self):
+        """The shared scalars, in the order they were given (part of a model's state)."""
+        return list(self._vars.values())
+
     def set(self, **values):
         for name, value in values.items():
             value = float(value)
@@ -125,7 +129,8 @@ def l2_penalty(weights, weight):
     return value, {w: (2.0 * weight) * w for w in weights}
 
 
-def sgd(cost_or_grads, params, learning_rate, momentum=0.0, max_norm=10.0, velocities=None):
+def sgd(cost_or_grads, params, learning_rate, momentum=0.0, max_norm=10.0, velocities=None,
+        velocity_prefix=""):
     """SGD update dictionary with per-tensor norm clipping and 2015-style momentum.
 
     Parameters
@@ -141,6 +146,9 @@ def sgd(cost_or_grads, params, learning_rate, momentum=0.0, max_norm=10.0, veloc
     velocities : list of shared variables, optional
         Momentum state, one per param (created, zero, when omitted and momentum is
         not a plain 0). Pass the same list to keep state across recompiles.
+    velocity_prefix : str
+        Prepended to the names of the velocities it makes (``<prefix><param>.velocity``),
+        so two owners of momentum on the same parameters keep distinct names.
 
     Returns
     -------
@@ -160,8 +168,8 @@ def sgd(cost_or_grads, params, learning_rate, momentum=0.0, max_norm=10.0, veloc
         raise ValueError(f"max_norm must be > 0 or None, got {max_norm}")
     plain = isinstance(momentum, (int, float)) and momentum == 0.0 and velocities is None
     if not plain and velocities is None:
-        velocities = [shared(np.zeros_like(p.get_value()), name=f"{p.name}.velocity")
-                      for p in params]
+        velocities = [shared(np.zeros_like(p.get_value()),
+                             name=f"{velocity_prefix}{p.name}.velocity") for p in params]
     updates = OrderedDict()
     for i, (p, g) in enumerate(zip(params, grads)):
         if max_norm is not None:
