@@ -91,16 +91,16 @@ def collect(sweep_dir, spec):
 
     Every column whose values in the final rows are all numbers (or empty) is kept,
     so columns added to eval.csv later are aggregated without a change here."""
-    rows, numeric = [], None
+    rows, numeric = [], []
     for point in spec["points"]:
         d = Path(sweep_dir) / point["folder"]
         if point_status(d) != "finished":
             continue
         for r in final_rows(d):
             rows.append((point, r.get("branch", ""), r))
-            cols = {k for k in r if k not in ("branch", "kind", "phase") and k is not None}
-            numeric = cols if numeric is None else numeric | cols
-    numeric = sorted(numeric or ())
+            for k in r:   # eval.csv's column order
+                if k not in ("branch", "kind", "phase", None) and k not in numeric:
+                    numeric.append(k)
     keep = [c for c in numeric if all(_number(r.get(c, "")) is not None for _, _, r in rows)]
     return [(p, b, {c: _number(r.get(c, "")) for c in keep}) for p, b, r in rows], keep
 
