@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from vgsn import chain as _chain
 from vgsn import plots
 
 __all__ = ["patch_mask", "saved", "scatter", "prior_samples", "chains", "curves"]
@@ -85,24 +84,16 @@ def prior_samples(model, image_shape, out, branch, update, rng, n=100, figures=T
                                        Path(out) / "figures" / f"samples_{branch}.png")
 
 
-def _run_chain(model, X0, steps, rng, **kw):
-    own = getattr(model, "run_chain", None)
-    if own is not None:
-        return own(X0, steps, rng=rng, **kw)
-    # Until OneStageModel.run_chain (compiled in the model's _build) lands.
-    return _chain.run_chain(model, X0, steps, rng=rng, **kw)
-
-
 def chains(model, data, out, branch, update, rng, rows, length, figures=True):
     """Fig. 3 / 4a: ``rows`` chains of ``length`` steps from validation images of
     ``data``, free and under partial control (a random square patch occluded and
-    painted in by the chain, the rest clamped to the image)."""
+    painted in by the chain, the rest clamped to the image): ``model.run_chain``."""
     X0 = data.valid[np.linspace(0, len(data.valid) - 1, int(rows)).astype(int)]
-    free = _run_chain(model, X0, length, rng)
+    free = model.run_chain(X0, length, rng=rng)
     mask = np.broadcast_to(patch_mask(data.image_shape, rng), X0.shape)
     # Occluded pixels start at the mean grey and are painted in by the chain.
     start = np.full_like(X0, float(data.train.mean()))
-    controlled = _run_chain(model, start, length, rng, mask=mask, control=X0)
+    controlled = model.run_chain(start, length, mask=mask, control=X0, rng=rng)
     path = _path(out, "chains", branch, update)
     np.savez(path, free=free, controlled=controlled, mask=mask)
     if figures:
