@@ -1,6 +1,7 @@
 """run_mnist.py / run_tfd.py: help, one-line errors, overrides, data selection."""
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,14 @@ def test_help_and_argument_errors_never_import_the_symbolic_library():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_backends_blas_warning_is_a_warning(recwarn):
+    cli._show_blas_warning(types.SimpleNamespace(blas_warning=lambda: "vgsn: no BLAS linked"))
+    cli._show_blas_warning(types.SimpleNamespace(blas_warning=lambda: None))
+    cli._show_blas_warning(types.SimpleNamespace())          # a backend without the check
+    assert [str(w.message) for w in recwarn] == ["vgsn: no BLAS linked"]
+    assert recwarn[0].category is RuntimeWarning
 
 
 def _error(capsys, argv, script="mnist"):
