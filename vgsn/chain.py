@@ -35,8 +35,7 @@ import numpy as np
 
 from vgsn import objectives as obj
 from vgsn.backend import T, floatX, scan
-
-UNROLLS = ("scan", "python")
+from vgsn.options import UNROLLS, check
 
 ChainGraph = namedtuple("ChainGraph", ["states", "nll", "kl", "stored", "info"])
 ChainGraph.__doc__ = """Symbolic outputs of ``chain_forward``.
@@ -174,6 +173,7 @@ def chain_forward(model, x0, eps, mask=None, control=None, walkback=False, store
     -------
     ChainGraph
     """
+    check("unroll", unroll, UNROLLS)
     params = list(model.params)
     x0_in = apply_control(x0, mask, control)
     target0 = x0_in if walkback else None
@@ -196,7 +196,7 @@ def chain_forward(model, x0, eps, mask=None, control=None, walkback=False, store
         outs = scan_outputs(step, sequences=[eps], outputs_info=[x0] + [None] * (2 + n_extra),
                             non_sequences=nonseq + params, n_steps=n_steps, strict=True,
                             name="chain_forward")
-    elif unroll == "python":
+    else:                                                   # 'python'
         if steps is None:
             raise ValueError("unroll='python' needs the number of steps")
         per_step, x_t = [], x0
@@ -205,8 +205,6 @@ def chain_forward(model, x0, eps, mask=None, control=None, walkback=False, store
             per_step.append(o)
             x_t = o[0]
         outs = [T.stack([o[i] for o in per_step]) for i in range(len(per_step[0]))]
-    else:
-        raise ValueError(f"unroll must be one of {UNROLLS}, got {unroll!r}")
     states, nll, kl = outs[0], outs[1], outs[2]
     stored = None
     if store:

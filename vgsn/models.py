@@ -19,14 +19,14 @@ from vgsn import graphcache
 from vgsn import objectives as obj
 from vgsn.backend import T, compile_mode, floatX, function, grad
 from vgsn.bptt import chain_gradients
-from vgsn.chain import UNROLLS, apply_control, chain_forward, control_arrays, step_weights
+from vgsn.chain import apply_control, chain_forward, control_arrays, step_weights
 from vgsn.compiled import Compiled, as_rows
 from vgsn.nets import InfNet
+from vgsn.options import BPTT_MODES, GENERATOR_LOSSES, L2_TARGETS, UNROLLS, X_TYPES, check
 from vgsn.updates import HyperParams, l2_penalty, sgd
 
-X_TYPES = ("bernoulli", "gaussian")
-L2_TARGETS = ("weights", "all")
-BPTT_MODES = ("stored", "autodiff")
+__all__ = ["OneStageModel", "VCGLoop", "output_bias_from_mean", "X_TYPES", "L2_TARGETS",
+           "BPTT_MODES"]
 
 
 def output_bias_from_mean(x_mean):
@@ -73,10 +73,8 @@ class OneStageModel(Compiled):
                  x_type="bernoulli", x_mean=None, init_scale=1.4, logvar_bound=6.0,
                  batch_repeat=5, momentum=0.0, max_norm=10.0, lr=5e-4, lam_kl=1.0,
                  gamma_kl=0.0, l2=1e-5, l2_on="weights", seed=0):
-        if x_type not in X_TYPES:
-            raise ValueError(f"x_type must be one of {X_TYPES}, got {x_type!r}")
-        if l2_on not in L2_TARGETS:
-            raise ValueError(f"l2_on must be one of {L2_TARGETS}, got {l2_on!r}")
+        check("x_type", x_type, X_TYPES)
+        check("l2_on", l2_on, L2_TARGETS)
         if int(batch_repeat) < 1:
             raise ValueError(f"batch_repeat must be >= 1, got {batch_repeat}")
         self.config = dict(
@@ -404,12 +402,9 @@ class VCGLoop(Compiled):
                  chain_gamma=True, moment_weight=0.0, data_rows=200, lr_gen=4e-4, lr_guide=4e-4,
                  lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0, guide_weight=25.0, momentum=0.0,
                  max_norm=10.0, bptt="stored", unroll="scan", seed=0):
-        if gen_loss not in obj.GENERATOR_LOSSES:
-            raise ValueError(f"gen_loss must be one of {obj.GENERATOR_LOSSES}, got {gen_loss!r}")
-        if bptt not in BPTT_MODES:
-            raise ValueError(f"bptt must be one of {BPTT_MODES}, got {bptt!r}")
-        if unroll not in UNROLLS:
-            raise ValueError(f"unroll must be one of {UNROLLS}, got {unroll!r}")
+        check("gen_loss", gen_loss, GENERATOR_LOSSES)
+        check("bptt", bptt, BPTT_MODES)
+        check("unroll", unroll, UNROLLS)
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         if int(data_rows) < 1:
