@@ -29,9 +29,21 @@ class HyperParams:
         object.__setattr__(self, "_vars", OrderedDict())
         object.__setattr__(self, "_prefix", prefix)
         for name, value in values.items():
-            self._vars[name] = shared(np.asarray(value, floatX), name=f"{prefix}.{name}")
+            if hasattr(type(self), name) or name.startswith("_"):
+                raise ValueError(f"{name!r} cannot name a hyperparameter (it is a method name)")
+            var = shared(np.asarray(value, floatX), name=f"{prefix}.{name}")
+            self._vars[name] = var
+            # A plain attribute (no __getattr__ lookup): ``hp.lam_kl`` is the shared
+            # variable itself, so a reader follows a name straight into the graph.
+            object.__setattr__(self, name, var)
 
     def __getattr__(self, name):
+        # Only reached for an unknown name (known ones are plain attributes): say which exist.
+        raise AttributeError(
+            f"no hyperparameter {name!r}; known: {', '.join(self._vars)}")
+
+    def var(self, name):
+        """The shared variable ``name`` (``AttributeError`` naming the known ones)."""
         try:
             return self._vars[name]
         except KeyError:
@@ -42,7 +54,7 @@ class HyperParams:
         raise AttributeError(f"use .set({name}=...) to change a hyperparameter")
 
     def __getitem__(self, name):
-        return float(getattr(self, name).get_value())
+        return float(self.var(name).get_value())
 
     def __contains__(self, name):
         return name in self._vars
@@ -59,7 +71,7 @@ class HyperParams:
             value = float(value)
             if not np.isfinite(value):
                 raise ValueError(f"hyperparameter {name} must be finite, got {value}")
-            getattr(self, name).set_value(np.asarray(value, floatX))
+            self.var(name).set_value(np.asarray(value, floatX))
 
     def values(self):
         """dict name -> float of the current values."""
