@@ -20,7 +20,8 @@ and around the border. Plots with axes (``curves``, ``kl_nll_scatter``,
 The paper's figures (SPEC.md section 7): Fig. 3 and 4a, chains free and under
 partial control (``chains_side_by_side``); Fig. 4b, GPDE and bound against
 updates (``curves``); Fig. 4c, -log p(x|z) against KL (``kl_nll_scatter``);
-Fig. 4d, prior samples at chosen updates (``prior_samples_at_updates``).
+Fig. 4d, prior samples at chosen updates (``prior_samples_at_updates``); Fig. 3
+measured, chain scores against chain step (``chain_scores``).
 """
 import math
 
@@ -31,7 +32,7 @@ from PIL import Image  # Pillow: a dependency of matplotlib
 
 __all__ = [
     "tile_images", "image_grid", "chain_strip", "chains_side_by_side",
-    "prior_samples_at_updates", "curves", "kl_nll_scatter", "kl_stems",
+    "prior_samples_at_updates", "curves", "kl_nll_scatter", "kl_stems", "chain_scores",
 ]
 
 
@@ -425,5 +426,64 @@ def kl_stems(kl_per_dim, path, sort=False, title=None, figsize=(6.0, 3.0), dpi=1
     ax.set_ylabel("mean KL [nats]")
     ax.set_title(title or f"KL per dimension (total {kl.sum():.1f} nats)")
     ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return _save_figure(fig, path, dpi)
+
+
+def chain_scores(scores, path, confidence_test=None, title=None, figsize=None, dpi=100):
+    """Fig. 3 measured: chain scores against chain step, one line per branch.
+
+    Panels: cleanliness (mean max-softmax confidence of the digit classifier, with
+    the test images' confidence as a dashed reference line), local mixing (the
+    fraction of chains whose class changed since the previous step) and the
+    Frechet distance to the test set; the first two only when the scores have
+    them (faces: the PCA Frechet distance alone).
+
+    Parameters
+    ----------
+    scores : dict label -> dict
+        Per branch, ``vgsn.chainscore.chain_scores``' arrays: ``step`` and
+        ``frechet`` or ``frechet_pca``, and optionally ``confidence`` and
+        ``switch_rate`` (NaN at step 0), all of length S+1.
+    path : output PNG
+    confidence_test : float, optional
+        The test images' confidence (the reference line).
+    figsize : (width, height) inches, optional
+        Default ``(4 * panels, 3.4)``; the PNG is ``figsize * dpi`` pixels.
+
+    Returns
+    -------
+    path
+    """
+    if not scores:
+        raise ValueError("scores is empty")
+    panels = []
+    if any("confidence" in s for s in scores.values()):
+        panels.append(("confidence", "confidence (mean max-softmax)", "cleanliness"))
+    if any("switch_rate" in s for s in scores.values()):
+        panels.append(("switch_rate", "fraction of chains switching class", "mixing"))
+    key = "frechet" if any("frechet" in s for s in scores.values()) else "frechet_pca"
+    panels.append((key, "Frechet distance to test" + (" (PCA)" if key == "frechet_pca" else ""),
+                   "sample quality"))
+    fig = _figure(figsize or (4.0 * len(panels), 3.4), dpi)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (k, ylabel, what) in zip(axes, panels):
+        for i, (label, s) in enumerate(scores.items()):
+            if k not in s:
+                continue
+            y = np.asarray(s[k], dtype=np.float64)
+            x = np.asarray(s.get("step", np.arange(y.size)), dtype=np.float64)
+            if x.shape != y.shape:
+                raise ValueError(f"{label!r}: {y.size} {k} values for {x.size} steps")
+            ax.plot(x, y, "-", color=f"C{i % 10}", label=label)
+        if k == "confidence" and confidence_test is not None:
+            ax.axhline(float(confidence_test), color="k", ls="--", lw=1, label="test images")
+        ax.set_xlabel("chain step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(what)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(loc="best", fontsize="small")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return _save_figure(fig, path, dpi)

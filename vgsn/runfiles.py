@@ -54,9 +54,20 @@ class Interrupted(TrainingError):
 # metrics files
 # ---------------------------------------------------------------------------
 
+# New columns are appended (old runs' eval.csv keep parsing): the paper's GPDE
+# protocol, the TFD overlap flag, what the IWLL is and the binarised IWLL (issue 15),
+# then the chain scores (issue 16, vgsn.runeval.SCORE_COLUMNS).
 EVAL_COLUMNS = ["update", "phase", "branch", "kind", "gpde_sigma", "gpde_sigma_at_edge",
                 "gpde_valid", "gpde_test", "gpde_test_stderr", "bound_valid", "nll_valid",
-                "kl_valid", "bound_test", "iwll_test", "iwll_k"]
+                "kl_valid", "bound_test", "iwll_test", "iwll_k",
+                "gpde_paper_sigma", "gpde_paper_sigma_at_edge", "gpde_paper_test",
+                "gpde_paper_test_stderr", "gpde_paper_valid", "gpde_paper_valid_sigma",
+                "test_overlaps_train", "iwll_kind", "iwll_bin_test",
+                "score_chains", "score_steps", "confidence_test", "confidence_start",
+                "confidence_final", "switch_rate_mean", "classes_visited_mean",
+                "never_switched", "frechet_start", "frechet_final", "frechet_mean",
+                "frechet_pca_start", "frechet_pca_final", "frechet_pca_mean",
+                "prior_confidence", "prior_frechet", "prior_frechet_pca"]
 
 
 def _plain(value):
@@ -262,112 +273,6 @@ def write_timing(out, timing):
         json.dump(timing, f, indent=1)
 
 
-def _per_update(seconds, updates):
-    return f"{seconds / updates:.3f} s/update" if updates else "no updates"
-
-
-_FIGURE_TITLES = {
-    "curves": "GPDE and variational bound on validation data (Fig. 4b)",
-    "scatter": "-log p(x|z) against KL(q(z|x) || p(z)) (Fig. 4c)",
-    "kl": "KL per latent dimension",
-    "samples": "prior samples at several updates (Fig. 4d)",
-    "chains": "chains from data: free (left), under partial control (right) (Fig. 3, 4a)"}
-
-
-def _figure_title(stem):
-    kind, _, rest = stem.partition("_")
-    return f"{_FIGURE_TITLES.get(kind, kind)}{': ' + rest.replace('_', ' ') if rest else ''}"
-
-
-def write_report(out, config, data, data_note, metrics, timing, eval_rows, update, backend):
-    """``report.md``: settings, this run's numbers beside the paper's, the figures.
-
-    Parameters
-    ----------
-    out : Path
-    config : vgsn.presets.Preset
-    data : vgsn.datasets.Dataset
-    data_note : str or None
-        Why a fallback dataset was used.
-    metrics : Metrics
-    timing : dict
-        Seconds per phase (``timing.json``).
-    eval_rows : dict
-        Rows used by each number: ``gpde_valid``, ``gpde_test``, ``bound_test``, ``iwll``.
-    update : int
-        The run's last update.
-    backend : str
-        The symbolic library and its version, e.g. ``'pytensor 3.3.8'``.
-
-    Returns
-    -------
-    Path of ``report.md``.
-    """
-    c, out, t = config, Path(out), timing
-    final = {r["branch"]: r for r in metrics.select("final")}
-    paper = P.PAPER_GPDE.get(c.name)
-    lines = [f"# vgsn run: {c.name}", "", c.summary or "(custom settings)", ""]
-    lines += [f"- dataset: {data.source} ({len(data.train):,} train / {len(data.valid):,} valid "
-              f"/ {len(data.test):,} test, {data.image_shape[0]}x{data.image_shape[1]})"]
-    if data_note:
-        lines += [f"- {data_note}: the preset's fallback above was used"]
-    after = (f"the guided {c.steps}-step chain"
-             + (" and the 1-step VAE, one update each per step" if c.vae_branch else ""))
-    lines += [f"- updates: {c.pretrain_updates:,} pre-training (1-step VAE) + "
-              f"{c.chain_updates:,} after the fork ({after})",
-              f"- backend: {backend}, Python {sys.version.split()[0]}, seed {c.seed}",
-              f"- time: compiling {_hms(t['compile_s'])}, pre-training {_hms(t['pretrain_s'])} "
-              f"({_per_update(t['pretrain_s'], t['pretrain_updates'])}), after the fork "
-              f"{_hms(t['fork_s'])} ({_per_update(t['fork_s'], t['fork_updates'])}), "
-              f"periodic evaluation {_hms(t['eval_s'])}, final evaluation "
-              f"{_hms(t['final_eval_s'])}", ""]
-    lines += ["## Results on the test set", "",
-              f"GPDE: {c.gpde_samples:,} prior samples as Parzen centres, sigma chosen on "
-              f"{eval_rows['gpde_valid']:,} validation rows, mean log-density of "
-              f"{eval_rows['gpde_test']:,} test rows (nats, +- standard error). Bound: "
-              f"-F(x) of Eq. 2 on {eval_rows['bound_test']:,} test rows. IWLL: "
-              f"importance-weighted log-likelihood, k = {c.iwll_k}, on "
-              f"{eval_rows['iwll']:,} test rows. Higher is better for all three.", "",
-              "| branch | GPDE test | sigma | bound test | IWLL test | paper GPDE |",
-              "|---|---|---|---|---|---|"]
-    for branch, r in final.items():
-        ref = f"{paper:g}" if paper is not None and branch in ("guided", "pretrain") else "-"
-        edge = " (grid edge)" if r["gpde_sigma_at_edge"] else ""
-        lines.append(f"| {branch} | {r['gpde_test']:.1f} +- {r['gpde_test_stderr']:.1f} | "
-                     f"{r['gpde_sigma']:.3g}{edge} | {r['bound_test']:.1f} | "
-                     f"{r['iwll_test']:.1f} | {ref} |")
-    best = {}
-    for r in metrics.select("eval"):
-        if r["branch"] not in best or r["gpde_valid"] > best[r["branch"]]["gpde_valid"]:
-            best[r["branch"]] = r
-    if best:
-        lines += ["", "Best during training (the evaluation with the highest validation "
-                  "GPDE; the paper reports each model's best):", ""]
-        for branch, r in best.items():
-            lines.append(f"- {branch}: update {r['update']:,}, GPDE valid "
-                         f"{r['gpde_valid']:.1f}, test {r['gpde_test']:.1f} +- "
-                         f"{r['gpde_test_stderr']:.1f}")
-    comparable = (c.name in P.PAPER_GPDE and data.name == P.PRESETS[c.name].dataset
-                  and c.gpde_samples == 10_000 and c.gpde_test_rows is None)
-    lines += ["", "### The paper's numbers (GPDE on the test set, nats; SPEC.md section 7)", "",
-              "| experiment | GPDE |", "|---|---|"]
-    lines += [f"| {name}{' (this preset)' if name == c.name else ''} | {v:g} |"
-              for name, v in P.PAPER_GPDE.items()]
-    for fam, refs in P.REFERENCE_GPDE.items():
-        lines += [f"| {fam.upper()} {label} | {v:g} |" for label, v in refs]
-    lines += ["", "These numbers compare with this run's only for a paper preset run in full "
-              "on the paper's data (10,000 samples, the whole test set)"
-              + (": this run is one." if comparable else
-                 ": this run is not, so read its numbers as a check of the pipeline.")]
-    figs = sorted((out / "figures").glob("*.png"))
-    if figs:
-        lines += ["", "## Figures", ""]
-        for f in figs:
-            lines += [f"### {_figure_title(f.stem)}", "", f"![{f.stem}](figures/{f.name})", ""]
-    lines += ["", "## Settings", "", "| field | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in c.to_dict().items() if k not in ("summary",)]
-    lines += ["", f"Metrics: `metrics.jsonl`, `train_*.csv`, `eval.csv`; checkpoint: "
-              f"`checkpoint.h5` (update {update:,}); log: `log.txt`.", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+# The report lives in vgsn.report (it grew with the evaluation protocols and the chain
+# scores); the name stays importable from here.
+from vgsn.report import write_report  # noqa: E402

@@ -9,7 +9,9 @@ figure from every snapshot of that branch saved so far (``figures/*.png``):
 - :func:`prior_samples`: x = E[p(x|z)], z ~ N(0, I) (Fig. 4d);
 - :func:`chains`: chains from validation images, free and under partial control
   (Fig. 3, Fig. 4a);
-- :func:`curves`: GPDE and the bound on validation data against updates (Fig. 4b).
+- :func:`curves`: GPDE and the bound on validation data against updates (Fig. 4b);
+- :func:`chain_score_figure`: cleanliness, switch rate and Frechet distance against
+  chain step for each branch (Fig. 3 measured; ``vgsn.runeval`` saves the scores).
 
 A branch's figures show it together with the pre-training it grew from. The
 generator ``rng`` is the caller's: ``vgsn.train`` fixes one per (branch, snapshot,
@@ -21,7 +23,8 @@ import numpy as np
 
 from vgsn import plots
 
-__all__ = ["patch_mask", "saved", "scatter", "prior_samples", "chains", "curves"]
+__all__ = ["patch_mask", "saved", "scatter", "prior_samples", "chains", "curves",
+           "chain_score_figure"]
 
 
 def patch_mask(image_shape, rng, frac=16 / 28):
@@ -55,13 +58,16 @@ def saved(out, kind, branch):
     return sorted(found.items())
 
 
-def scatter(model, X, out, branch, update, rng, passes, figures=True):
-    """Fig. 4c: (-log p(x|z), KL) of the rows ``X`` over ``passes`` z draws, and the
-    KL per latent dimension."""
+def scatter(model, X, out, branch, update, rng, passes, figures=True, idx=None):
+    """Fig. 4c: one point per row of ``X`` (the paper: 150 validation rows drawn at
+    random), its (-log p(x|z), KL) averaged over ``passes`` z draws (the paper: 10;
+    WalkoutResults.py l. 261-268), and the KL per latent dimension. ``idx``: the
+    rows' indices in the validation set, saved beside the points."""
     nll, kl = zip(*(model.free_energy_terms(X, rng=rng) for _ in range(int(passes))))
     kl_dim = model.posterior_kl(X).mean(axis=0)
-    np.savez(_path(out, "scatter", branch, update), nll=np.concatenate(nll),
-             kl=np.concatenate(kl), kl_per_dim=kl_dim)
+    np.savez(_path(out, "scatter", branch, update), nll=np.mean(nll, axis=0),
+             kl=np.mean(kl, axis=0), kl_per_dim=kl_dim, passes=int(passes),
+             idx=np.arange(len(X)) if idx is None else np.asarray(idx))
     if figures:
         loaded = [(u, np.load(p)) for u, p in saved(out, "scatter", branch)]
         figs = Path(out) / "figures"
@@ -84,13 +90,14 @@ def prior_samples(model, image_shape, out, branch, update, rng, n=100, figures=T
                                        Path(out) / "figures" / f"samples_{branch}.png")
 
 
-def chains(model, data, out, branch, update, rng, rows, length, figures=True):
+def chains(model, data, out, branch, update, rng, rows, length, figures=True, patch_side=None):
     """Fig. 3 / 4a: ``rows`` chains of ``length`` steps from validation images of
     ``data``, free and under partial control (a random square patch occluded and
     painted in by the chain, the rest clamped to the image): ``model.run_chain``."""
     X0 = data.valid[np.linspace(0, len(data.valid) - 1, int(rows)).astype(int)]
     free = model.run_chain(X0, length, rng=rng)
-    mask = np.broadcast_to(patch_mask(data.image_shape, rng), X0.shape)
+    frac = 16 / 28 if patch_side is None else int(patch_side) / min(data.image_shape)
+    mask = np.broadcast_to(patch_mask(data.image_shape, rng, frac), X0.shape)
     # Occluded pixels start at the mean grey and are painted in by the chain.
     start = np.full_like(X0, float(data.train.mean()))
     controlled = model.run_chain(start, length, mask=mask, control=X0, rng=rng)
@@ -122,3 +129,25 @@ def curves(rows, out):
                  secondary=[k for k in series if k.startswith("bound")],
                  ylabel2="variational bound [nats]",
                  title="validation log-likelihood bounds (Fig. 4b)")
+
+
+def chain_score_figure(out):
+    """Fig. 3 measured: the latest chain scores of every branch
+    (``evals/chainscores_<branch>_u*.npz``, written by ``vgsn.runeval``) against chain
+    step, in ``figures/chainscores.png``; nothing when none are saved."""
+    latest = {}
+    for p in sorted((Path(out) / "evals").glob("chainscores_*_u*.npz")):
+        branch, u = p.stem[len("chainscores_"):].rsplit("_u", 1)
+        if branch not in latest or int(u) >= latest[branch][0]:
+            latest[branch] = (int(u), p)
+    if not latest:
+        return None
+    scores, conf_test = {}, None
+    for branch in [b for b in ("pretrain", "guided", "vae") if b in latest]:
+        u, p = latest[branch]
+        with np.load(p) as d:
+            scores[f"{branch} ({u:,} updates)"] = {k: d[k] for k in d.files}
+            if np.isfinite(d["confidence_test"]):
+                conf_test = float(d["confidence_test"])
+    return plots.chain_scores(scores, Path(out) / "figures" / "chainscores.png",
+                              confidence_test=conf_test)
