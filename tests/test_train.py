@@ -198,7 +198,7 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypa
     def boom(self, name, **kw):
         raise OSError("disk full")
     monkeypatch.setattr(h5py.Group, "create_dataset", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"cannot write the checkpoint \(disk full\)"):
         save_run_checkpoint(path, _arrays(), {"update": 2})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.h5"]

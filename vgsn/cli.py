@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from vgsn import presets as P
-from vgsn.runfiles import Interrupted, TrainingError, check_out
+from vgsn.runfiles import RESUME_FIELDS, Interrupted, TrainingError, check_out
 
 __all__ = ["SCRIPT_DATASETS", "build_parser", "config_from_args", "cli_main"]
 
@@ -32,7 +32,8 @@ _FLAG_FIELDS = {"updates": None, "pretrain_updates": "pretrain_updates",
                 "chain_updates": "chain_updates", "dataset": "dataset", "seed": "seed",
                 "momentum": "momentum", "step_decay": "step_decay", "lam_kl": "lam_kl",
                 "gamma_kl": "gamma_kl", "eval_every": "eval_every",
-                "checkpoint_every": "checkpoint_every"}
+                "checkpoint_every": "checkpoint_every", "gpde_protocol": "gpde_protocol",
+                "fold": "tfd_fold"}
 
 
 def _count(text):
@@ -85,7 +86,10 @@ def build_parser(script):
                     f"/ IWLL, figures, checkpoints and report.md in the run folder.",
         epilog=f"presets:\n{listing}\n\n--quick is --preset {quick}. Settings not listed as "
                f"options are set with --set FIELD=VALUE (see vgsn/presets.py). A run stopped "
-               f"for any reason continues exactly with --resume RUN_DIR.")
+               f"after its first checkpoint continues exactly with --resume RUN_DIR (with "
+               f"--set, only the schedule: {', '.join(RESUME_FIELDS)}). Exit status: 0 done, "
+               f"1 the run failed (one line says why and what to do), 2 bad arguments, "
+               f"130 interrupted.")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--preset", choices=names, metavar="NAME",
                       help=f"the experiment to run (one of: {', '.join(names)})")
@@ -119,12 +123,46 @@ def build_parser(script):
     parser.add_argument("--checkpoint-every", type=_count, metavar="N")
     parser.add_argument("--code2015", action="store_true",
                         help="the 2015 code's choices where it differs from the paper "
-                             "(momentum 0.5, step-cost decay, ...; see vgsn/presets.py)")
+                             "(momentum 0.5, step-cost decay, L2 on all, no squared KL in the "
+                             "chain, the guide penalty's code form, ...; TFD: the script's nets "
+                             "z 50 / 2x1500, Bernoulli pre-training then a Gaussian chain, batch "
+                             "400 x 6 then 400 x 5, chain momentum 0.9, KL weight from 0, 5 "
+                             "steps, 100k + 100k updates, a 25x25 patch; the published TFD script "
+                             "stops on its first update (lam_kld_c): vgsn runs what it would "
+                             "have run; see vgsn/presets.py code2015)")
+    parser.add_argument("--gpde-protocol", choices=P.GPDE_HEADLINES,
+                        help="which GPDE the report headlines (both are always computed): "
+                             "vgsn's (sigma chosen on validation rows) or the paper-era "
+                             "script's (sigma chosen on the scored rows); default both")
+    parser.add_argument("--distinct-rows", action="store_true",
+                        help="draw minibatch rows without repeats (default: with replacement, "
+                             "as the 2015 code: about 9%% of 100-row MNIST batches repeat a row)")
+    if script == "tfd":
+        parser.add_argument("--fold", choices=P.TFD_FOLD_NAMES, metavar="K",
+                            help="TFD fold: all (the 2015 code; its test images are training "
+                                 "images of other folds) or 0..4, the held-out protocol: run "
+                                 "all five and report the mean (vgsn.evaluation.fold_summary)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any preset field, e.g. --set q_hidden=500,500 (repeatable)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return parser
+
+
+def _set_values(args, parser):
+    """{field: typed value} of the ``--set FIELD=VALUE`` options (parser.error on a
+    bad one)."""
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            parser.error(f"--set needs FIELD=VALUE, got {item!r}")
+        try:
+            changes[key] = P.parse_value(key, value)
+        except ValueError as exc:
+            parser.error(f"--set {item}: {exc}")
+    return changes
 
 
 def config_from_args(args, parser, script):
@@ -136,23 +174,21 @@ def config_from_args(args, parser, script):
         config = P.code2015(config)
     given = vars(args)
     changes = {field: given[flag] for flag, field in _FLAG_FIELDS.items()
-               if field is not None and given[flag] is not None}
-    if args.dataset is not None and args.dataset != config.dataset:
+               if field is not None and given.get(flag) is not None}   # --fold: run_tfd.py only
+    if getattr(args, "distinct_rows", False):
+        changes["distinct_rows"] = True
+    if args.dataset is not None:     # named: used or refused, never replaced by a stand-in
         changes["fallback_dataset"] = None
     if args.no_figures:
         changes["figures"] = False
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep:
-            parser.error(f"--set needs FIELD=VALUE, got {item!r}")
-        try:
-            changes[key] = P.parse_value(key, value)
-        except ValueError as exc:
-            parser.error(f"--set {item}: {exc}")
+    changes.update(_set_values(args, parser))
     if args.updates is not None:
+        if args.updates > P.MAX_UPDATES:
+            parser.error(f"--updates must be at most {P.MAX_UPDATES:,}, got {args.updates}")
         total = config.total_updates
-        pre = int(round(args.updates * config.pretrain_updates / total)) if total else args.updates
+        # Integer arithmetic (round half up): a float would mangle large counts.
+        pre = ((2 * args.updates * int(config.pretrain_updates) + total) // (2 * total)
+               if total else args.updates)
         changes.setdefault("pretrain_updates", pre)
         changes.setdefault("chain_updates", args.updates - changes["pretrain_updates"])
     try:
@@ -177,13 +213,22 @@ def cli_main(argv, script, hooks=None):
     parser = build_parser(script)
     args = parser.parse_args(argv)
     prog = parser.prog
+    overrides = None
     if args.resume is not None:
         given = [f"--{k.replace('_', '-')}" for k in list(_FLAG_FIELDS) + ["data_dir", "out"]
-                 if vars(args)[k] is not None]
-        given += [f for f, on in (("--code2015", args.code2015), ("--no-figures", args.no_figures),
-                                  ("--set", bool(args.set))) if on]
+                 if vars(args).get(k) is not None]
+        given += [f for f, on in (("--code2015", args.code2015),
+                                  ("--no-figures", args.no_figures),
+                                  ("--distinct-rows", args.distinct_rows)) if on]
         if given:
-            parser.error(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+            parser.error(f"--resume continues a run with its own settings; drop {', '.join(given)}"
+                         f" (only --set {'/'.join(RESUME_FIELDS[:2])}/... of the schedule "
+                         f"may change)")
+        overrides = _set_values(args, parser)
+        fixed = [k for k in overrides if k not in RESUME_FIELDS]
+        if fixed:
+            parser.error(f"--resume keeps the run's state, so --set {fixed[0]} cannot change; "
+                         f"on resume --set takes only {', '.join(RESUME_FIELDS)}")
     elif args.preset is None and not args.quick:
         parser.error("choose an experiment: --preset NAME (listed by --help), --quick, "
                      "or --resume RUN_DIR")
@@ -200,7 +245,8 @@ def cli_main(argv, script, hooks=None):
         from vgsn import backend, train
         _show_blas_warning(backend)
         if args.resume is not None:
-            report = train.resume(args.resume, quiet=args.quiet, hooks=hooks)
+            report = train.resume(args.resume, quiet=args.quiet, hooks=hooks,
+                                  overrides=overrides)
         else:
             report = train.run(config, out, data_dir=args.data_dir, quiet=args.quiet, hooks=hooks)
     except Interrupted as exc:

@@ -16,6 +16,7 @@ values in [0, 1] (uint8 is divided by 255).
 import argparse
 import pickle
 import sys
+import zlib
 
 import numpy as np
 
@@ -45,13 +46,32 @@ def _parser():
     return ap
 
 
+class InputError(Exception):
+    """An input file that does not fit; ``main`` prints the one-line message and exits 2."""
+
+
 def _images(args, x_dim):
     if args.images is not None:
-        X = np.load(args.images, allow_pickle=False)
         where = args.images
+        try:
+            X = np.load(args.images, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{where}: not a readable .npy file "
+                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                             ) from None
+        if not isinstance(X, np.ndarray):     # an .npz archive
+            raise InputError(f"{where}: a .npz archive, expected one .npy array")
+        if X.ndim not in (2, 3):
+            raise InputError(f"{where}: an array of shape {X.shape}, expected (rows, pixels) "
+                             f"or (rows, h, w)")
+        if X.dtype.kind not in "uifb":
+            raise InputError(f"{where}: values of type {X.dtype}, expected numbers")
         if X.dtype == np.uint8:
             X = X / np.float32(255.0)
         X = np.asarray(X, np.float32).reshape(len(X), -1)
+        if not np.all(np.isfinite(X)):
+            raise InputError(f"{where}: {int(np.sum(~np.isfinite(X)))} values are NaN or "
+                             f"infinite; images must be finite values in [0, 1]")
     else:
         from vgsn.datasets import load_mnist
         X = getattr(load_mnist(args.mnist, download=False), args.split)
@@ -110,8 +130,13 @@ def main(argv=None, out=sys.stdout):
         raise SystemExit("error: --samples and --show must be >= 0 and --rows >= 1")
     try:
         return compare(args, out=out)
-    except (ValueError, OSError, pickle.UnpicklingError) as exc:  # files that do not fit
-        raise SystemExit(f"error: {exc}") from exc
+    except InputError as exc:
+        print(f"python -m vgsn.compare: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (ValueError, OSError, EOFError, zlib.error, pickle.UnpicklingError) as exc:
+        # files that do not fit; one line, whatever the library's message was
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SystemExit(f"error: {first}") from None
 
 
 if __name__ == "__main__":

@@ -87,6 +87,8 @@ The presets are plain data: nothing here builds a model or touches a file.
 the keyword arguments of ``OneStageModel``, ``MaxoutGuide`` and ``VCGLoop``: the
 one place a field meets its constructor, under the constructor's own name.
 """
+import math
+import numbers
 from dataclasses import dataclass, fields, replace
 
 from vgsn.options import (BPTT_MODES, GENERATOR_LOSSES, L2_TARGETS, SIGMA_GRIDS, UNROLLS,
@@ -414,10 +416,24 @@ class Preset:
         return cls(**kw)
 
     def validate(self):
-        """Raise ``ValueError`` naming the first field with an impossible value."""
+        """Raise ``ValueError`` naming the first field with an impossible value.
+
+        Every field is checked before anything is built or written: its type (only
+        the optional fields, default None, take None; numbers are finite), then its
+        range, so no setting fails hours into a run."""
         def need(cond, name, what):
             if not cond:
                 raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name))
+        need(0 <= self.seed < 2 ** 32, "seed", "in [0, 2**32)")
+        for name in ("max_norm", "logvar_bound", "init_scale", "guide_init_scale"):
+            need(float(getattr(self, name)) > 0, name, "> 0")
+        for name in ("chain_rows", "chain_length"):
+            need(int(getattr(self, name)) >= 1, name, ">= 1")
+        if self.total_updates > MAX_UPDATES:
+            raise ValueError(f"pretrain_updates + chain_updates must be at most {MAX_UPDATES:,}, "
+                             f"got {self.pretrain_updates:,} + {self.chain_updates:,}")
         for name in ("pretrain_updates", "chain_updates", "kl_warmup", "pretrain_warmup",
                      "chain_warmup", "pretrain_lr_decay_every", "chain_lr_decay_every",
                      "eval_every", "scatter_every", "checkpoint_every"):
@@ -729,6 +745,41 @@ def code2015(preset):
 
 _FIELD_TYPES = {f.name: f.type for f in fields(Preset)}
 _DEFAULTS = {f.name: f.default for f in fields(Preset)}
+
+#: The most updates a run may have (pre-training + chain): a billion is decades of
+#: the paper's runs, so anything above is a typo.
+MAX_UPDATES = 10 ** 9
+
+
+def _check_type(name, value):
+    """``ValueError`` unless ``value`` has field ``name``'s type: None only for the
+    optional fields (default None), whole numbers for int fields, finite numbers
+    for float fields."""
+    kind, default = _FIELD_TYPES.get(name), _DEFAULTS.get(name)
+    if kind is None:
+        return
+    if value is None:
+        if default is None:
+            return
+        raise ValueError(f"{name} must be {_KIND_WORDS.get(kind, kind)}, got None (only "
+                         f"optional settings take none)")
+    if isinstance(default, tuple) or kind is tuple:
+        ok = (isinstance(value, (tuple, list))
+              and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value))
+    elif kind is bool:
+        ok = isinstance(value, bool) or type(value).__name__ == "bool_"   # numpy's, unimported
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    elif kind is float:
+        ok = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+              and math.isfinite(float(value)))
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        word = "a finite number" if kind is float else _KIND_WORDS.get(kind, kind)
+        raise ValueError(f"{name} must be {word}, got {value!r}")
 _KIND_WORDS = {int: "a whole number", float: "a number", bool: "true or false",
                tuple: "comma-separated whole numbers", str: "text"}
 
@@ -751,7 +802,10 @@ def parse_value(name, text):
     kind, default = _FIELD_TYPES[name], _DEFAULTS[name]
     text = str(text).strip()
     if text.lower() == "none":
-        return None
+        if default is None:
+            return None
+        raise ValueError(f"{name} must be {_KIND_WORDS.get(kind, kind)}, got {text!r} (only "
+                         f"optional settings take none)")
     try:
         if kind is tuple or isinstance(default, tuple):
             return tuple(int(v) for v in text.split(",") if v.strip())
@@ -761,15 +815,22 @@ def parse_value(name, text):
                 raise ValueError(text)
             return low in ("true", "1", "yes")
         if kind is int:
-            value = float(text)
-            if value != int(value):
+            try:
+                return int(text)          # exact, however large (validate bounds it)
+            except ValueError:
+                value = float(text)       # 1e4
+            if not math.isfinite(value) or value != int(value):
                 raise ValueError(text)
             return int(value)
         if kind is float:
-            return float(text)
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {text!r}")
+            return value
         return text
     except ValueError:
-        raise ValueError(f"{name} must be {_KIND_WORDS.get(kind, kind)}, got {text!r}") from None
+        word = "a finite number" if kind is float else _KIND_WORDS.get(kind, kind)
+        raise ValueError(f"{name} must be {word}, got {text!r}") from None
 
 
 def apply_overrides(preset, changes):

@@ -34,8 +34,9 @@ from tqdm import tqdm
 
 from vgsn import presets as P
 
-__all__ = ["TrainingError", "Diverged", "Interrupted", "EVAL_COLUMNS", "Metrics", "RunLog",
-           "Progress", "check_out", "rewind", "write_timing", "write_report"]
+__all__ = ["TrainingError", "Diverged", "Interrupted", "WriteFailed", "EVAL_COLUMNS", "BRANCHES",
+           "RESUME_FIELDS",
+           "is_metrics_file", "Metrics", "RunLog", "Progress", "check_out", "rewind", "write_timing", "write_report"]
 
 
 class TrainingError(RuntimeError):
@@ -48,6 +49,11 @@ class Diverged(TrainingError):
 
 class Interrupted(TrainingError):
     """The user stopped the run (Ctrl-C); the last checkpoint stays."""
+
+
+class WriteFailed(TrainingError):
+    """A file of the run could not be written (full disk, read-only folder or
+    mount); the last good checkpoint stays loadable."""
 
 
 # ---------------------------------------------------------------------------
@@ -81,41 +87,90 @@ def _plain(value):
     return value
 
 
+#: The settings ``--resume`` may change (``--set FIELD=VALUE``): schedules and step
+#: sizes, never a shape, a seed or what the run writes, so the checkpoint's state
+#: still fits. Lowering a learning rate is what helps after a divergence.
+RESUME_FIELDS = ("pretrain_lr", "pretrain_warmup", "pretrain_lr_decay", "pretrain_lr_decay_every",
+                 "lr_gen", "lr_guide", "chain_warmup", "chain_lr_decay", "chain_lr_decay_every",
+                 "pretrain_l2", "chain_l2", "max_norm", "checkpoint_every")
+
+#: The branches a run trains (``train_<branch>.csv``); ``vgsn.train`` names them so.
+BRANCHES = ("pretrain", "guided", "vae")
+
+
+def is_metrics_file(name):
+    """True for the metrics files a run writes (and so owns): ``metrics.jsonl``,
+    ``eval.csv``, ``train_<branch>.csv``. Nothing else in the folder is touched."""
+    return (name in ("metrics.jsonl", "eval.csv")
+            or (name.startswith("train_") and name.endswith(".csv") and name[6:-4] in BRANCHES))
+
+
 class Metrics:
     """Append-only metrics files of a run folder, resumable by truncation.
 
     Every row goes to ``metrics.jsonl`` and to one CSV (``train_<branch>.csv`` or
     ``eval.csv``), each written and closed at once so a kill loses nothing
     written before. ``sizes()`` records the files' byte sizes (stored in a
-    checkpoint); ``truncate(sizes)`` cuts them back on resume.
+    checkpoint); ``truncate(sizes)`` cuts them back on resume, then reads the rows.
+    Only the files of :func:`is_metrics_file` are ever written, cut or removed.
     """
 
     def __init__(self, folder):
         self.folder = Path(folder)
         self.rows = []
-        path = self.folder / "metrics.jsonl"
-        if path.exists():
-            with open(path) as f:
-                self.rows = [json.loads(line) for line in f if line.strip()]
 
     def files(self):
+        """The run's metrics files present in the folder."""
         return sorted(p.name for p in self.folder.iterdir()
-                      if p.name == "metrics.jsonl" or p.suffix == ".csv")
+                      if p.is_file() and is_metrics_file(p.name))
 
     def sizes(self):
         return {name: (self.folder / name).stat().st_size for name in self.files()}
 
     def truncate(self, sizes):
+        """Put the metrics files back to ``sizes`` (a checkpoint's), then read them.
+
+        Checks every file before changing any: a file the checkpoint recorded that
+        is gone or shorter refuses (``TrainingError``, one line) with nothing
+        changed. A torn last line (a crash or a full disk mid-write) is cut with
+        the rest of what came after the checkpoint. The run's metrics files the
+        checkpoint does not list were written after it and are removed.
+        """
+        sizes = {k: int(v) for k, v in sizes.items() if is_metrics_file(k)}
+        for name, size in sorted(sizes.items()):
+            path = self.folder / name
+            if not path.is_file():
+                raise TrainingError(f"cannot resume: {path} is gone (the checkpoint recorded "
+                                    f"{size:,} bytes of it); put it back, or start the run "
+                                    f"again in a new folder")
+            if path.stat().st_size < size:
+                raise TrainingError(f"cannot resume: {path} has {path.stat().st_size:,} bytes, "
+                                    f"fewer than the {size:,} the checkpoint recorded; put the "
+                                    f"whole file back, or start the run again in a new folder")
         for name in self.files():
             path = self.folder / name
             if name not in sizes:
                 path.unlink()
-            elif path.stat().st_size < sizes[name]:
-                raise TrainingError(f"{path}: {path.stat().st_size} bytes, shorter than the "
-                                    f"{sizes[name]} the checkpoint recorded; cannot resume exactly")
-            else:
+            elif path.stat().st_size != sizes[name]:
                 os.truncate(path, sizes[name])
-        self.__init__(self.folder)
+        self.load()
+
+    def load(self):
+        """Read ``metrics.jsonl``'s rows (after :meth:`truncate`)."""
+        self.rows = []
+        path = self.folder / "metrics.jsonl"
+        if not path.exists():
+            return self
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    self.rows.append(json.loads(line))
+                except ValueError:
+                    raise TrainingError(f"{path}: line {i} is not a JSON row (the file was "
+                                        f"changed by hand?)") from None
+        return self
 
     def write(self, row):
         row = {k: _plain(v) for k, v in row.items()}
@@ -141,14 +196,20 @@ class Metrics:
         return [r for r in self.rows if r["kind"] in kinds]
 
 
+_SNAPSHOT_KINDS = ("scatter", "samples", "chains", "chainscores")
+
+
 def rewind(out, metrics, sizes, update):
     """Put the run folder back as it was at the checkpoint of ``update``: the
-    metrics files cut to ``sizes``, later snapshot arrays and any checkpoint write
-    a crash cut short removed."""
+    metrics files cut to ``sizes``, the run's later snapshot arrays and any
+    checkpoint write a crash cut short removed. Files the run did not write (their
+    names are not the run's) are never touched."""
     out = Path(out)
     metrics.truncate(sizes)
     for p in (out / "evals").glob("*_u*.npz"):
-        if int(p.stem.rsplit("_u", 1)[1]) > update:
+        kind, _, rest = p.stem.partition("_")
+        branch, _, u = rest.rpartition("_u")
+        if kind in _SNAPSHOT_KINDS and branch in BRANCHES and u.isdigit() and int(u) > update:
             p.unlink()
     for p in out.glob(".*.h5.tmp-*"):
         p.unlink()
@@ -254,9 +315,12 @@ def check_out(out):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TrainingError(f"--out {out}: exists and is not a folder")
-    if (out / "checkpoint.h5").exists() or (out / "metrics.jsonl").exists():
+    if (out / "checkpoint.h5").exists():
         raise TrainingError(f"--out {out}: already holds a run; continue it with --resume {out} "
                             f"or choose another folder")
+    if (out / "metrics.jsonl").exists():
+        raise TrainingError(f"--out {out}: holds a run stopped before its first checkpoint "
+                            f"(nothing to resume from); choose another folder, or delete it")
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -36,16 +36,16 @@ from pathlib import Path
 
 import numpy as np
 
-from vgsn import evaluation as ev
 from vgsn import presets as P
-from vgsn import snapshots
+from vgsn import runeval, snapshots
 from vgsn.backend import NAME, library_version
 from vgsn.checkpoints import CheckpointError, load_run_checkpoint, save_run_checkpoint
 from vgsn.datasets import DatasetError, load_dataset, resolve_data_dir
 from vgsn.models import OneStageModel, VCGLoop
 from vgsn.nets import MaxoutGuide
 from vgsn.runfiles import (Diverged, Interrupted, Metrics, Progress, RunLog, TrainingError,
-                           check_out, rewind, write_report, write_timing)
+                           RESUME_FIELDS, WriteFailed, check_out, rewind, write_timing)
+from vgsn.report import write_report
 
 __all__ = ["TrainingError", "Diverged", "Interrupted", "Hooks", "lr_at", "kl_weight_at",
            "load_data", "Run", "run", "resume", "load_models"]
@@ -70,15 +70,16 @@ def lr_at(update, base, warmup=0, decay=1.0, decay_every=0):
     return float(base) * scale * float(decay) ** drops
 
 
-def kl_weight_at(update, lam, warmup=0):
-    """Eq. 5's lambda at ``update``: linear from 1 to ``lam`` over ``warmup`` updates
-    (the 2015 code's ``1 + scale * (lam - 1)``, ``scale = min(1, update / warmup)``)."""
+def kl_weight_at(update, lam, warmup=0, start=1.0):
+    """Eq. 5's lambda at ``update``: linear from ``start`` to ``lam`` over ``warmup``
+    updates (the 2015 MNIST code's ``1 + scale * (lam - 1)``, ``scale = min(1, update /
+    warmup)``; its TFD script's ``scale * lam`` is ``start=0``)."""
     update = int(update)
     if update < 0:
         raise ValueError(f"update must be >= 0, got {update}")
     if warmup <= 0:
         return float(lam)
-    return 1.0 + min(1.0, update / float(warmup)) * (float(lam) - 1.0)
+    return float(start) + min(1.0, update / float(warmup)) * (float(lam) - float(start))
 
 
 def vae_hyper_at(c, u):
@@ -86,7 +87,8 @@ def vae_hyper_at(c, u):
     pre-training schedule, which the ``vae`` branch continues after the fork."""
     return dict(lr=lr_at(u, c.pretrain_lr, c.pretrain_warmup, c.pretrain_lr_decay,
                          c.pretrain_lr_decay_every),
-                lam_kl=kl_weight_at(u, c.lam_kl, c.kl_warmup), gamma_kl=c.gamma_kl,
+                lam_kl=kl_weight_at(u, c.lam_kl, c.kl_warmup, c.kl_warmup_from),
+                gamma_kl=c.gamma_kl,
                 l2=c.pretrain_l2)
 
 
@@ -95,7 +97,9 @@ def vae_hyper_at(c, u):
 # ---------------------------------------------------------------------------
 
 def load_data(config, data_dir=None):
-    """Load the config's dataset, falling back as the demo presets allow.
+    """Load the config's dataset, falling back as the demo presets allow: only when
+    the data are absent, never when a file is there but broken (that is said), and
+    never for a dataset named on the command line (``vgsn.cli`` clears the fallback).
 
     Returns
     -------
@@ -108,11 +112,11 @@ def load_data(config, data_dir=None):
     ------
     TrainingError
         The dataset is missing and no fallback applies (the message says where
-        it was looked for and what the alternatives are).
+        it was looked for and what the alternatives are), or it is broken.
     """
     name = config.dataset
     fallbacks = [f for f in (config.fallback_dataset or "").split(",") if f]
-    options = {}
+    options = {"fold": config.tfd_fold} if name == "tfd" else {}
     if name == "mnist":
         # The demos never touch the network: MNIST is used when it is on disk.
         options = dict(download=not fallbacks, progress=sys.stderr.isatty())
@@ -120,6 +124,9 @@ def load_data(config, data_dir=None):
         return load_dataset(name, data_dir, **options), None
     except DatasetError as exc:
         first = exc
+    if not _absent(first):
+        # Broken data is never papered over by a stand-in: the user must know.
+        raise TrainingError(str(first)) from None
     for alt in fallbacks:
         try:
             data = load_dataset(alt, data_dir)
@@ -133,6 +140,29 @@ def load_data(config, data_dir=None):
             f"--dataset olivetti (olivettifaces.mat) or --dataset frey (frey_rawface.mat), "
             f"see data/README.md") from None
     raise TrainingError(str(first)) from None
+
+
+def _absent(exc):
+    """True when a ``DatasetError`` says the data are not there at all (a file not
+    found), not that a file is there but damaged or wrong."""
+    missing = getattr(exc, "missing", None)     # a loader that says so outright
+    if missing is not None:
+        return bool(missing)
+    text = str(exc).split(". Fix")[0]
+    return "not found" in text and not any(w in text for w in ("md5", "corrupt", "truncated"))
+
+
+def data_digest(data):
+    """sha256 of a dataset's content: the three splits' pixels and the image shape.
+    A checkpoint records it; resuming on other data refuses."""
+    import hashlib
+
+    h = hashlib.sha256(f"{tuple(data.image_shape)}".encode())
+    for part in ("train", "valid", "test"):
+        x = np.ascontiguousarray(getattr(data, part))
+        h.update(f"|{part}|{x.dtype.str}|{x.shape}|".encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
 
 
 def _first(X, n):
@@ -199,16 +229,14 @@ class Run:
         self.update = 0
         self.acc = {}      # branch -> {"n": int, key: sum}
         self.last_checkpoint = None
+        self._data_digest = None
+        self.overrides = []   # [{"update", "field", "old", "new"}] set on resume (--set)
         self.timing = {"compile_s": 0.0, "pretrain_s": 0.0, "fork_s": 0.0, "eval_s": 0.0,
                        "final_eval_s": 0.0, "pretrain_updates": 0, "fork_updates": 0}
-        # The fixed evaluation rows.
-        self.X_gpde_valid = _first(data.valid, c.gpde_valid_rows)
-        self.X_gpde_test = _first(data.test, c.gpde_test_rows)
-        self.X_bound_valid = _first(data.valid, c.bound_rows)
-        self.X_bound_test = _first(data.test, c.bound_rows)
-        self.X_iwll = _first(data.test, c.iwll_rows)
-        self.X_scatter = _first(data.valid, c.scatter_rows)
-        self.sigmas = ev.TFD_SIGMAS if c.sigmas == "tfd" else ev.MNIST_SIGMAS
+        self.sets = runeval.EvalSets(c, data)     # the fixed evaluation rows
+        # The chain scorer (a cached digit classifier or a PCA of the faces), built on
+        # first use so a run without chain scores never trains a classifier.
+        self.scorer = runeval.ChainScorer(data, data_dir) if c.score_chains else None
 
     def say(self, message):
         self.log.say(message)
@@ -239,6 +267,15 @@ class Run:
         with ``vae_branch``, a copy continues as the 1-step VAE."""
         c = self.config
         t0 = time.time()
+        if P.rebuilt_at_fork(c):
+            # The chain's pixel model / z samples / momentum differ from pre-training's
+            # (the TFD script): a model built anew takes the pre-trained weights (a
+            # Gaussian's shared log-variance, absent before, starts at 0).
+            new = OneStageModel(self.data.n_pixels, x_mean=self.data.train.mean(axis=0),
+                                **P.chain_model_args(c), **self.model.hyper.values())
+            new.set_state({p.name: p.get_value() for p in self.model.params}, strict=False)
+            new.compile(("train_step",))
+            self.model = new
         if c.vae_branch:
             self.vae = self.model.fork()
             self.vae.compile(("train_step",))
@@ -264,7 +301,11 @@ class Run:
             self.vae.hyper.set(**vae_hyper_at(c, u))
 
     def _batch(self, rows):
-        idx = self.data_rng.integers(0, len(self.data.train), size=int(rows))
+        n = len(self.data.train)
+        if self.config.distinct_rows:   # without repeats (the 2015 code drew with them)
+            idx = self.data_rng.choice(n, size=int(rows), replace=False)
+        else:
+            idx = self.data_rng.integers(0, n, size=int(rows))
         return self.data.train[idx]
 
     def step(self):
@@ -284,8 +325,21 @@ class Run:
                    if isinstance(v, (float, np.floating)) and not np.isfinite(v)]
             if bad:
                 raise Diverged(f"update {u + 1}: the {name} cost is not finite "
-                               f"({', '.join(bad)}); stopped. {self._last_good()}")
+                               f"({', '.join(bad)}); stopped. {self._diverged_hint(name)}")
         return results
+
+    def _diverged_hint(self, branch):
+        """What helps after a divergence: the same run resumed as it is diverges again
+        at the same update, so say which learning rate to lower, and how."""
+        c = self.config
+        field = "lr_gen" if branch == "guided" else "pretrain_lr"
+        lower = f"--set {field}={float(getattr(c, field)) / 2:.3g}"
+        if self.last_checkpoint is None:
+            return (f"No checkpoint had been written yet; start again with a lower learning "
+                    f"rate ({lower}).")
+        path, u = self.last_checkpoint
+        return (f"Last good checkpoint: {path} (update {u}); resuming it unchanged diverges "
+                f"again, so lower the learning rate: --resume {self.out} {lower}")
 
     def _last_good(self):
         if self.last_checkpoint is None:
@@ -322,27 +376,13 @@ class Run:
                                       self.update])
 
     def _eval_row(self, name, model, final):
-        """One evaluation row of a branch (``vgsn.evaluation``'s numbers)."""
-        c, u = self.config, self.update
-        g = ev.model_gpde(model, self.X_gpde_valid, self.X_gpde_test, n_samples=c.gpde_samples,
-                          sigmas=self.sigmas, rng=self.eval_rng(name, 0))
-        # The bound's two terms, from the same draws (variational_bound gives their sum).
-        nll, kl = model.free_energy_terms(self.X_bound_valid, n_samples=c.bound_samples,
-                                          rng=self.eval_rng(name, 1))
-        row = {"update": u, "phase": self.phase_at(max(u - 1, 0)), "branch": name,
-               "kind": "final" if final else "eval", "gpde_sigma": g["sigma"],
-               "gpde_sigma_at_edge": bool(g["sigma_at_edge"]),
-               "gpde_valid": float(np.max(g["valid_ll_per_sigma"])),
-               "gpde_test": g["test_mean"], "gpde_test_stderr": g["test_stderr"],
-               "bound_valid": -float(np.mean(nll + kl)), "nll_valid": float(np.mean(nll)),
-               "kl_valid": float(np.mean(kl)), "bound_test": None, "iwll_test": None,
-               "iwll_k": None}
-        if final:
-            row["bound_test"] = float(np.mean(ev.variational_bound(
-                model, self.X_bound_test, k=c.bound_samples, rng=self.eval_rng(name, 2))))
-            row["iwll_test"] = float(np.mean(ev.importance_weighted_ll(
-                model, self.X_iwll, c.iwll_k, rng=self.eval_rng(name, 3))))
-            row["iwll_k"] = int(c.iwll_k)
+        """One evaluation row of a branch (``vgsn.runeval.eval_row``: both GPDE
+        protocols, the bound, at the end the IWLLs, the chain scores)."""
+        u = self.update
+        row = runeval.eval_row(self.config, self.sets, self.scorer, model, name, u,
+                               self.phase_at(max(u - 1, 0)), final,
+                               lambda purpose: self.eval_rng(name, purpose), self.out)
+        row["test_overlaps_train"] = bool(getattr(self.data, "test_overlaps_train", False))
         return row
 
     def evaluate(self, final=False):
@@ -355,15 +395,12 @@ class Run:
             row = self._eval_row(name, model, final)
             self.metrics.write(row)
             rows.append(row)
-            edge = ", at the grid edge" if row["gpde_sigma_at_edge"] else ""
-            self.say(f"update {self.update:,} {name}: GPDE valid {row['gpde_valid']:.1f} test "
-                     f"{row['gpde_test']:.1f} +- {row['gpde_test_stderr']:.1f} (sigma "
-                     f"{row['gpde_sigma']:.3g}{edge}), bound valid {row['bound_valid']:.1f}"
-                     + (f", bound test {row['bound_test']:.1f}, IWLL(k={c.iwll_k}) test "
-                        f"{row['iwll_test']:.1f}" if final else ""))
+            self.say(runeval.log_line(c, row, self.update, name, final))
         self.timing["final_eval_s" if final else "eval_s"] += time.time() - t0
         if c.figures:
             snapshots.curves(self.metrics.rows, self.out)
+            if self.scorer is not None:
+                snapshots.chain_score_figure(self.out)
         return rows
 
     def snapshot(self, kind):
@@ -371,14 +408,15 @@ class Run:
         c, u, figs = self.config, self.update, self.config.figures
         for name, model in self.branches():
             if kind == "scatter":
-                snapshots.scatter(model, self.X_scatter, self.out, name, u,
-                                  self.eval_rng(name, 4), c.scatter_passes, figs)
+                snapshots.scatter(model, self.sets.scatter, self.out, name, u,
+                                  self.eval_rng(name, 4), c.scatter_passes, figs,
+                                  idx=self.sets.scatter_idx)
             elif kind == "samples":
                 snapshots.prior_samples(model, self.data.image_shape, self.out, name, u,
                                         self.eval_rng(name, 5), figures=figs)
             else:
                 snapshots.chains(model, self.data, self.out, name, u, self.eval_rng(name, 6),
-                                 c.chain_rows, c.chain_length, figs)
+                                 c.chain_rows, c.chain_length, figs, patch_side=c.patch_side)
 
     # ---- checkpoints ----------------------------------------------------------------
     def _parts(self):
@@ -398,17 +436,39 @@ class Run:
         if bad:
             raise Diverged(f"update {self.update}: parameters became non-finite "
                            f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); stopped "
-                           f"before checkpointing them. {self._last_good()}")
+                           f"before checkpointing them. "
+                           f"{self._diverged_hint('guided' if self.loop else 'pretrain')}")
         meta = {"update": self.update, "forked": self.loop is not None,
                 "config": self.config.to_dict(), "data_dir": self.data_dir,
                 "data_note": self.data_note, "data_source": self.data.source,
                 "rng": {k: r.bit_generator.state for k, r in self._rngs().items()},
                 "acc": self.acc, "metrics_sizes": self.metrics.sizes(),
+                "data_digest": self.data_digest(), "overrides": self.overrides,
                 "timing": self.timing}
-        path = save_run_checkpoint(self.out / "checkpoint.h5", arrays, meta)
-        if also:
-            save_run_checkpoint(self.out / also, arrays, meta)
+        try:
+            # ``also`` (pretrained.h5 at the fork) first: a checkpoint.h5 at or past the
+            # fork then proves it complete; a kill before leaves the previous
+            # checkpoint, and the resumed run writes both again.
+            if also:
+                save_run_checkpoint(self.out / also, arrays, meta)
+            path = save_run_checkpoint(self.out / "checkpoint.h5", arrays, meta)
+        except CheckpointError as exc:
+            raise WriteFailed(f"update {self.update}: {exc}; stopped. "
+                              f"{self._write_hint()}") from None
         self.last_checkpoint = (path, self.update)
+
+    def data_digest(self):
+        if self._data_digest is None:
+            self._data_digest = data_digest(self.data)
+        return self._data_digest
+
+    def _write_hint(self):
+        if self.last_checkpoint is None:
+            return ("No checkpoint had been written yet: free some space (or make the folder "
+                    "writable) and start the run again.")
+        path, u = self.last_checkpoint
+        return (f"Last good checkpoint: {path} (update {u}), still loadable; free some space "
+                f"(or make the folder writable), then --resume {self.out}")
 
     def restore(self, arrays, meta):
         """Load a checkpoint's state into this freshly built run."""
@@ -424,6 +484,7 @@ class Run:
             rng.bit_generator.state = meta["rng"][name]
         self.acc = meta["acc"]
         self.timing = meta.get("timing", self.timing)
+        self.overrides = list(meta.get("overrides", []))
         rewind(self.out, self.metrics, meta["metrics_sizes"], self.update)
         self.last_checkpoint = (self.out / "checkpoint.h5", self.update)
 
@@ -451,8 +512,22 @@ class Run:
                             c.chain_updates > 0 else None)
 
     def train(self):
-        """Run the remaining updates, then the final evaluation and the report."""
+        """Run the remaining updates, then the final evaluation and the report.
+
+        A file that cannot be written (full disk, read-only folder or mount) stops
+        the run with :class:`WriteFailed`: one line naming the update, the file and
+        the last good checkpoint, which stays loadable."""
+        try:
+            return self._train()
+        except OSError as exc:
+            what = exc.filename or "a file of the run"
+            raise WriteFailed(f"update {self.update}: cannot write {what} "
+                              f"({exc.strerror or exc}); stopped. {self._write_hint()}") from None
+
+    def _train(self):
         c = self.config
+        if self.update == 0 and getattr(self.data, "note", ""):
+            self.say(f"data: {self.data.note}")
         progress = Progress(self.log, self.total, self.update, max(c.log_every, self.total // 20),
                             self.phase_at(self.update))
         t0 = time.time()
@@ -485,10 +560,9 @@ class Run:
             progress.close()
         self.evaluate(final=True)
         write_timing(self.out, self.timing)
-        rows = {"gpde_valid": len(self.X_gpde_valid), "gpde_test": len(self.X_gpde_test),
-                "bound_test": len(self.X_bound_test), "iwll": len(self.X_iwll)}
         path = write_report(self.out, c, self.data, self.data_note, self.metrics, self.timing,
-                            rows, self.update, f"{NAME} {library_version}")
+                            self.sets.counts(), self.update, f"{NAME} {library_version}",
+                            sigmas=self.sets.sigmas, paper_sigmas=self.sets.paper_sigmas)
         self.say(f"report: {path}")
         return path
 
@@ -511,18 +585,27 @@ def run(config, out, data_dir=None, quiet=False, hooks=None):
     created = check_out(out)
     try:
         data, note = load_data(config, data_dir)
+        empty = [part for part in ("train", "valid", "test") if not len(getattr(data, part))]
+        if empty:   # found now, not after hours of training when the evaluation needs them
+            raise TrainingError(f"{data.source}: no {' and no '.join(empty)} images in the "
+                                f"{data.name} split this run would use; choose another fold "
+                                f"or data file")
     except TrainingError:
         if created and not any(out.iterdir()):
             out.rmdir()
         raise
     config = replace(config, dataset=data.name, fallback_dataset=None)
     data_dir = None if data.name == "digits" else str(resolve_data_dir(data_dir))
-    with open(out / "config.json", "w") as f:
-        json.dump(config.to_dict(), f, indent=1)
-    r = Run(config, out, data, note, data_dir, quiet, hooks)
-    r.say(f"preset {config.name}: {config.pretrain_updates:,} pre-training + "
-          f"{config.chain_updates:,} chain updates -> {out}")
-    r.say(f"dataset: {note}; using {data.source}" if note else f"dataset: {data.source}")
+    try:
+        with open(out / "config.json", "w") as f:
+            json.dump(config.to_dict(), f, indent=1)
+        r = Run(config, out, data, note, data_dir, quiet, hooks)
+        r.say(f"preset {config.name}: {config.pretrain_updates:,} pre-training + "
+              f"{config.chain_updates:,} chain updates -> {out}")
+        r.say(f"dataset: {note}; using {data.source}" if note else f"dataset: {data.source}")
+    except OSError as exc:
+        raise WriteFailed(f"--out {out}: cannot write {exc.filename or 'there'} "
+                          f"({exc.strerror or exc}); nothing was trained") from None
     return r.train()
 
 
@@ -533,26 +616,104 @@ def _open_checkpoint(path, what):
         raise TrainingError(f"{what}{exc}") from None
 
 
-def resume(run_dir, quiet=False, hooks=None):
+def _resume_config(meta, overrides, where):
+    """The checkpoint's config with the ``overrides`` a resume may apply
+    (``runfiles.RESUME_FIELDS``); one-line ``TrainingError`` otherwise."""
+    try:
+        config = P.Preset.from_dict(meta["config"]).validate()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainingError(f"cannot resume: {where}: the stored settings do not load "
+                            f"({exc})") from None
+    overrides = dict(overrides or {})
+    fixed = sorted(set(overrides) - set(RESUME_FIELDS))
+    if fixed:
+        raise TrainingError(f"cannot resume with --set {', '.join(fixed)}: it changes the "
+                            f"trained state or the run's files; on resume only "
+                            f"{', '.join(RESUME_FIELDS)} may change")
+    try:
+        return P.apply_overrides(config, overrides).validate(), config
+    except ValueError as exc:
+        raise TrainingError(f"cannot resume: {exc}") from None
+
+
+def _check_pretrained(run_dir, config, meta):
+    """``pretrained.h5`` (the model at the fork) must be there once the checkpoint
+    is at or past the fork: it was written before that checkpoint."""
+    fork = int(config.pretrain_updates)
+    if not (fork > 0 and config.chain_updates > 0 and int(meta["update"]) >= fork):
+        return
+    path = run_dir / "pretrained.h5"
+    try:
+        _, pre = load_run_checkpoint(path)
+    except CheckpointError as exc:
+        raise TrainingError(f"cannot resume: {exc} (pretrained.h5 is the model at the fork, "
+                            f"update {fork:,}; put the run's copy back, or start the run "
+                            f"again in a new folder)") from None
+    if int(pre.get("update", -1)) != fork:
+        raise TrainingError(f"cannot resume: {path} holds update {pre.get('update')}, not the "
+                            f"fork's {fork:,}; put the run's copy back, or start the run again")
+
+
+def resume(run_dir, quiet=False, hooks=None, overrides=None):
     """Continue the run in ``run_dir`` from its checkpoint, exactly as if it had
     never stopped; returns the report's path. A finished run is evaluated and
-    reported again."""
+    reported again.
+
+    Before anything in the folder changes it checks the checkpoint (checksum),
+    the data (the same content digest as when the run began), ``pretrained.h5``
+    once past the fork, and the metrics files the checkpoint recorded; each
+    refusal is one line. ``overrides`` ({field: value}, only
+    ``runfiles.RESUME_FIELDS``: learning-rate schedules, L2, clipping, checkpoint
+    interval) change the run from here on: said in ``log.txt``, recorded in the
+    checkpoint (``overrides``) and in its config.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise TrainingError(f"--resume {run_dir}: no such run folder")
-    arrays, meta = _open_checkpoint(run_dir / "checkpoint.h5", "cannot resume: ")
-    config = P.Preset.from_dict(meta["config"])
+    ckpt = run_dir / "checkpoint.h5"
+    if not ckpt.exists():
+        if (run_dir / "metrics.jsonl").exists() or (run_dir / "config.json").exists():
+            raise TrainingError(f"cannot resume {run_dir}: it stopped before its first "
+                                f"checkpoint, so there is nothing to resume from; start the "
+                                f"run again in a new folder")
+        raise TrainingError(f"cannot resume {run_dir}: no checkpoint.h5 there (not a run "
+                            f"folder?)")
+    arrays, meta = _open_checkpoint(ckpt, "cannot resume: ")
+    config, before = _resume_config(meta, overrides, ckpt)
     try:
-        data = load_dataset(config.dataset, meta.get("data_dir"))
+        data = load_dataset(config.dataset, meta.get("data_dir"),
+                            **({"fold": config.tfd_fold} if config.dataset == "tfd" else {}))
     except DatasetError as exc:
         raise TrainingError(f"cannot resume: {exc}") from None
-    r = Run(config, run_dir, data, meta.get("data_note"), meta.get("data_dir"), quiet, hooks)
-    x_dim = arrays["model/q.h0.W"].shape[0]
+    x_dim = arrays["model/q.h0.W"].shape[0] if "model/q.h0.W" in arrays else None
     if x_dim != data.n_pixels:
         raise TrainingError(f"cannot resume: the checkpoint's model has {x_dim} inputs, the "
                             f"dataset {data.source} {data.n_pixels} pixels")
-    r.restore(arrays, meta)
-    r.say(f"resuming {run_dir} at update {r.update:,} of {r.total:,}")
+    recorded = meta.get("data_digest")
+    if recorded is not None and recorded != data_digest(data):
+        raise TrainingError(f"cannot resume: the data ({data.source}) are not the data this run "
+                            f"was trained on (content digest {data_digest(data)[:12]}, the "
+                            f"checkpoint's {recorded[:12]}); put the original files back, or "
+                            f"start a new run")
+    _check_pretrained(run_dir, config, meta)
+    try:
+        r = Run(config, run_dir, data, meta.get("data_note"), meta.get("data_dir"), quiet, hooks)
+        r._data_digest = recorded
+        r.restore(arrays, meta)
+        r.say(f"resuming {run_dir} at update {r.update:,} of {r.total:,}")
+        changed = {k: v for k, v in (overrides or {}).items() if getattr(before, k) != v}
+        for k, v in changed.items():
+            r.overrides.append({"update": r.update, "field": k, "old": getattr(before, k),
+                                "new": v})
+            r.say(f"update {r.update:,}: --set {k}={v} on resume (was {getattr(before, k)}); "
+                  f"from here on this run differs from an uninterrupted one")
+        if changed:   # the override survives another stop: it is in the checkpoint now
+            with open(run_dir / "config.json", "w") as f:
+                json.dump(config.to_dict(), f, indent=1)
+            r.checkpoint()
+    except OSError as exc:
+        raise WriteFailed(f"cannot resume {run_dir}: cannot write {exc.filename or 'there'} "
+                          f"({exc.strerror or exc})") from None
     return r.train()
 
 
@@ -575,7 +736,9 @@ def load_models(path):
         mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
         if not mine:
             continue
-        m = OneStageModel(mine["q.h0.W"].shape[0], **P.model_args(c))
+        # After the fork the model is the chain's (its x_type may differ, code2015 TFD).
+        args = P.chain_model_args(c) if meta.get("forked") else P.model_args(c)
+        m = OneStageModel(mine["q.h0.W"].shape[0], **args)
         m.set_state(mine)
         models[prefix] = m
     return models
