@@ -52,7 +52,8 @@ import warnings
 __all__ = [
     "NAME", "MODE", "MODES", "T", "function", "shared", "scan", "grad", "config", "floatX",
     "disconnected_grad", "clone_replace", "blas_linked", "blas_warning", "as_floatX",
-    "library_version", "verify_grad", "compile_mode", "Op", "Apply",
+    "library_version", "verify_grad", "compile_mode", "check_mode", "register_op", "activate",
+    "Op", "Apply",
 ]
 
 #: vgsn's mode names -> PyTensor's ``config.mode`` names.
@@ -209,22 +210,104 @@ def blas_warning():
             f"install openblas) or set {NAME.upper()}_FLAGS=blas__ldflags=<your BLAS link flags>.")
 
 
-def compile_mode(excluding=(), keep_buffers=False):
-    """The default compile mode (``config.mode``) for ``function(..., mode=...)``.
+def check_mode(mode):
+    """``mode`` (None: ``MODE``) as one of ``MODES``' keys; ValueError when it is not
+    one, or when the library cannot run it (Aesara: C only)."""
+    if mode is None:
+        return MODE
+    name = _MODE_ALIASES.get(str(mode).strip().lower())
+    if name is None:
+        raise ValueError(f"mode {mode!r} is not a mode: choose c, jax or numba")
+    if NAME == "aesara" and name != "c":
+        raise ValueError(f"mode {name} needs PyTensor: Aesara runs the C mode only")
+    return name
 
+
+# vgsn's own Ops' implementations per non-C mode: mode -> [(op class, make)], where
+# make(op, node) returns the function the mode's linker calls (see register_op).
+_OP_IMPLS = {"jax": [], "numba": []}
+_ACTIVE = set()
+
+
+def _register_with_library(mode, op_type, make):
+    if mode == "jax":
+        from pytensor.link.jax.dispatch import jax_funcify
+
+        @jax_funcify.register(op_type)
+        def _jax(op, node=None, **kwargs):
+            return make(op, node)
+    else:
+        from pytensor.link.numba.dispatch import basic as numba_basic
+        register = getattr(numba_basic, "register_funcify_default_op_cache_key", None)
+        if register is None:                       # older PyTensor: no numba disk cache key
+            register = numba_basic.numba_funcify.register
+
+        @register(op_type)
+        def _numba(op, node=None, **kwargs):
+            return make(op, node)
+
+
+def activate(mode):
+    """Register vgsn's own Ops with ``mode``'s linker (JAX: imports jax). Done once, at
+    import for ``MODE`` and by ``compile_mode(mode=...)`` for another."""
+    mode = check_mode(mode)
+    if mode == "c" or mode in _ACTIVE:
+        return
+    _ACTIVE.add(mode)
+    if mode == "jax":
+        # Two expected messages of every JAX compile, said once per Op and call: the
+        # library's float64 sum accumulators run in float32 (jax's x64 is off: float32
+        # throughout, like a GPU), and shape Asserts are dropped while tracing (XLA
+        # checks the shapes itself).
+        warnings.filterwarnings("ignore", message="Explicitly requested dtype (float|int)64")
+        warnings.filterwarnings("ignore", message="Skipping .* as JAX tracing would remove it")
+    for op_type, make in _OP_IMPLS[mode]:
+        _register_with_library(mode, op_type, make)
+
+
+def register_op(op_type, jax=None, numba=None):
+    """Give vgsn's Op ``op_type`` its JAX and Numba implementations.
+
+    ``jax(op, node)`` returns a function of jax arrays, ``numba(op, node)`` a
+    ``numba.njit``-compiled function of numpy arrays (0-d arrays for scalars): what
+    PyTensor's ``jax_funcify`` / ``numba_funcify`` return. They are registered when
+    the mode is first used, so a C-mode process never imports jax or numba.
+    """
+    for mode, make in (("jax", jax), ("numba", numba)):
+        if make is None:
+            continue
+        _OP_IMPLS[mode].append((op_type, make))
+        if mode in _ACTIVE:
+            _register_with_library(mode, op_type, make)
+
+
+def compile_mode(excluding=(), keep_buffers=False, mode=None):
+    """The compile mode for ``function(..., mode=...)``.
+
+    ``mode``: None for the process's mode (``config.mode``, the choice of
+    ``VGSN_MODE``), or 'c', 'jax', 'numba' for that mode in this process (PyTensor:
+    a model built for another mode than ``MODE``, e.g. to compare the two).
     ``excluding``: graph rewrites to leave out (names the library lacks are ignored).
     ``keep_buffers``: with the C VM linker, keep intermediate arrays allocated between
     calls (``allow_gc=False``): faster for a big function called many times, at the
     price of holding its intermediates in memory.
     """
+    mode = check_mode(mode)
+    activate(mode)
     modes = _lib.compile.mode
-    mode = modes.get_default_mode()
-    if keep_buffers and getattr(mode.linker, "use_cloop", False):
-        mode = modes.Mode(linker="cvm_nogc", optimizer=mode.provided_optimizer)
-    return mode.excluding(*excluding) if excluding else mode
+    if mode == MODE:
+        compiled = modes.get_default_mode()
+    else:
+        compiled = modes.get_mode(MODES[mode])
+    if keep_buffers and getattr(compiled.linker, "use_cloop", False):
+        compiled = modes.Mode(linker="cvm_nogc", optimizer=compiled.provided_optimizer)
+    return compiled.excluding(*excluding) if excluding else compiled
 
 
 def as_floatX(value):
     """``numpy.asarray(value, dtype=floatX)``."""
     import numpy
     return numpy.asarray(value, dtype=floatX)
+
+
+activate(MODE)

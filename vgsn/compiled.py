@@ -6,7 +6,8 @@ variables: trained parameters, momentum (``sgd``'s velocities) and hyperparamete
 """
 import numpy as np
 
-from vgsn.backend import floatX
+from vgsn import backend
+from vgsn.backend import T, floatX
 
 
 def as_rows(X, dim, what):
@@ -53,24 +54,65 @@ class Compiled:
     """
 
     FUNCTIONS = ()
+    #: Functions whose graph needs static row counts in the JAX mode (XLA allocates a
+    #: scan's output buffer from them): built once per distinct ``rows`` key there.
+    STATIC_ROWS = ()
     _OWNER = "model"
 
-    def _build(self, name):
+    def _build(self, name, rows=None):
         raise NotImplementedError
 
     def _trained(self):
         raise NotImplementedError
 
-    def _fn(self, name):
-        fn = self._fns.get(name)
+    @property
+    def mode(self):
+        """The mode its functions are compiled for: 'c', 'jax' or 'numba' (default
+        ``backend.MODE``; ``use_mode`` changes it)."""
+        return self.__dict__.get("_mode") or backend.MODE
+
+    def use_mode(self, mode):
+        """Compile this object's functions for ``mode`` ('c', 'jax', 'numba'; None: the
+        process's ``backend.MODE``) from now on; the functions compiled so far are
+        dropped, the state (parameters, momentum, hyperparameters) is kept."""
+        self.__dict__["_mode"] = backend.check_mode(mode)
+        self._fns = {}
+        return self
+
+    def compile_mode(self, excluding=(), keep_buffers=False):
+        """``backend.compile_mode`` for this object's mode."""
+        return backend.compile_mode(excluding, keep_buffers, mode=self.mode)
+
+    def static_rows(self):
+        """True when graphs need static row counts (the JAX mode)."""
+        return self.mode == "jax"
+
+    @staticmethod
+    def input(name, shape=None, ndim=2):
+        """A float32 input of ``ndim`` dimensions; with ``shape`` (a tuple of ints) its
+        shape is static in the graph (what XLA needs), else every size is symbolic
+        (the C and Numba graphs, exactly as before)."""
+        if shape is None:
+            return T.matrix(name, dtype=floatX) if ndim == 2 else T.tensor3(name, dtype=floatX)
+        return T.tensor(dtype=floatX, shape=tuple(int(s) for s in shape), name=name)
+
+    def _fn(self, name, rows=None):
+        """The compiled function ``name``; ``rows`` (a tuple of the call's row counts)
+        keys it where ``STATIC_ROWS`` needs it and the mode is JAX."""
+        key = (name, tuple(rows)) if rows is not None and name in self.STATIC_ROWS \
+            and self.static_rows() else name
+        fn = self._fns.get(key)
         if fn is None:
-            fn = self._fns[name] = self._build(name)
+            fn = self._fns[key] = self._build(name, key[1] if isinstance(key, tuple) else None)
         return fn
 
     def compile(self, names=None):
         """Compile the named functions now (default ``FUNCTIONS``; otherwise each
-        compiles on first use)."""
+        compiles on first use). In the JAX mode a ``STATIC_ROWS`` function is built for
+        each row count on its first call instead (its shapes are not known before)."""
         for name in self.FUNCTIONS if names is None else names:
+            if name in self.STATIC_ROWS and self.static_rows():
+                continue
             self._fn(name)
         return self
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from vgsn import graphcache
 from vgsn import objectives as obj
-from vgsn.backend import T, compile_mode, floatX, function, grad
+from vgsn.backend import T, floatX, function, grad
 from vgsn.bptt import chain_gradients
 from vgsn.chain import apply_control, chain_forward, control_arrays, step_weights
 from vgsn.compiled import Compiled, as_rows
@@ -158,8 +158,10 @@ class OneStageModel(Compiled):
     FUNCTIONS = ("train_step", "encode", "decode", "free_energy_terms", "posterior_kl",
                  "log_px_given_z")
 
-    def _build(self, name):
-        """Compile the function ``name``; the one place the model's functions are built."""
+    def _build(self, name, rows=None):
+        """Compile the function ``name`` for ``self.mode``; the one place the model's
+        functions are built."""
+        mode = self.compile_mode()
         x = T.matrix("x", dtype=floatX)
         z = T.matrix("z", dtype=floatX)
         eps = T.matrix("eps", dtype=floatX)
@@ -176,19 +178,19 @@ class OneStageModel(Compiled):
             # faults for every 500 x 1500 activation each update).
             return graphcache.function([x, eps], [cost, T.mean(nll), T.mean(kl), l2],
                                        updates=updates, name="train_step",
-                                       mode=compile_mode(keep_buffers=True))
+                                       mode=self.compile_mode(keep_buffers=True))
         if name == "encode":
-            return function([x], list(self.q.apply(x)), name="encode")
+            return function([x], list(self.q.apply(x)), name="encode", mode=mode)
         if name == "decode":
-            return function([z], self.x_mean_of(z), name="decode")
+            return function([z], self.x_mean_of(z), name="decode", mode=mode)
         if name == "free_energy_terms":
             nll, kl, _, _ = self.vae_terms(x, eps)
-            return function([x, eps], [nll, kl], name="free_energy_terms")
+            return function([x, eps], [nll, kl], name="free_energy_terms", mode=mode)
         if name == "posterior_kl":
             mu, lv = self.q.apply(x)
-            return function([x], obj.gaussian_kl(mu, lv), name="posterior_kl")
+            return function([x], obj.gaussian_kl(mu, lv), name="posterior_kl", mode=mode)
         if name == "log_px_given_z":
-            return function([x, z], self.log_px(x, z)[0], name="log_px_given_z")
+            return function([x, z], self.log_px(x, z)[0], name="log_px_given_z", mode=mode)
         if name == "run_chain":
             # states[0] is the controlled start, states[t] the state step t sees (control
             # applied), so clamped pixels equal the control in every state. T is eps's
@@ -199,7 +201,8 @@ class OneStageModel(Compiled):
             fwd = chain_forward(self, x0, eps3, mask=mask, control=control)
             states = T.concatenate([fwd.info["x0_in"].dimshuffle("x", 0, 1),
                                     apply_control(fwd.states, mask, control)], axis=0)
-            return graphcache.function([x0, eps3, mask, control], states, name="run_chain")
+            return graphcache.function([x0, eps3, mask, control], states, name="run_chain",
+                                       mode=mode)
         raise KeyError(f"no compiled function named {name!r}")
 
     # ---- numpy API ---------------------------------------------------------
@@ -396,6 +399,7 @@ class VCGLoop(Compiled):
     """
 
     FUNCTIONS = ("train_step", "guide_output")
+    STATIC_ROWS = ("train_step",)
     _OWNER = "loop"
 
     def __init__(self, model, guide, steps=6, walkback=False, step_decay=0.1, gen_loss="elastic",
@@ -442,35 +446,51 @@ class VCGLoop(Compiled):
         names = self.guide.noise_names()
         return names + (["vis_add"] if self.guide.input_noise > 0 else [])
 
-    def _build(self, name):
-        """Compile the function ``name``; the one place the loop's functions are built."""
+    def _noise_widths(self):
+        """name -> columns of each guide noise input (``MaxoutGuide.draw_noise``)."""
+        width = self.guide.noise_widths()
+        return {n: width[n] for n in self._noise_names()}
+
+    def _build(self, name, rows=None):
+        """Compile the function ``name`` for ``self.mode``; the one place the loop's
+        functions are built. ``rows``: (chain starts, data rows) of the train step,
+        static in the graph (JAX), or None (any rows)."""
         if name == "train_step":
-            return self._build_train_step()
+            return self._build_train_step(rows)
         x = T.matrix("x", dtype=floatX)
+        mode = self.compile_mode()
         if name == "guide_output":
-            return function([x], self.guide.apply(x)[0], name="guide_output")
+            return function([x], self.guide.apply(x)[0], name="guide_output", mode=mode)
         if name == "guide_hidden":
-            return function([x], self.guide.hidden_outputs(x), name="guide_hidden")
+            return function([x], self.guide.hidden_outputs(x), name="guide_hidden", mode=mode)
         raise KeyError(f"no compiled function named {name!r}")
 
-    def _build_train_step(self):
+    def _build_train_step(self, rows=None):
         model, guide, hp, steps = self.model, self.guide, self.hyper, self.steps
-        x0 = T.matrix("x0", dtype=floatX)
-        x_data = T.matrix("x_data", dtype=floatX)
-        eps = T.tensor3("eps", dtype=floatX)
-        noise = {n: T.matrix(f"guide.noise.{n}", dtype=floatX) for n in self._noise_names()}
+        # XLA needs every shape static: a scan's output buffer is allocated from the
+        # chain's row count. With ``rows`` the inputs carry their shapes (one compile per
+        # distinct batch shape; a run has one); without, the graph takes any rows.
+        n0, nd = rows if rows is not None else (None, None)
+        shape = (lambda *s: s) if rows is not None else (lambda *s: None)
+        x0 = self.input("x0", shape(n0, model.x_dim))
+        x_data = self.input("x_data", shape(nd, model.x_dim))
+        chain_rows = None if n0 is None else n0 * model.batch_repeat
+        eps = self.input("eps", shape(steps, chain_rows, model.z_dim), ndim=3)
+        stacked = None if n0 is None else nd + steps * chain_rows
+        noise = {n: self.input(f"guide.noise.{n}", shape(stacked, w))
+                 for n, w in self._noise_widths().items()}
         x0_rep = T.repeat(x0, model.batch_repeat, axis=0)
         # steps is a Python int: the scans' length is static (what XLA needs).
         fwd = chain_forward(model, x0_rep, eps, walkback=self.walkback,
                             store=self.bptt == "stored", unroll=self.unroll, steps=steps)
         # The guide's stacked input: [data rows; x_1 .. x_T] (SPEC section 5).
         x_gen = fwd.states.reshape((fwd.states.shape[0] * fwd.states.shape[1], model.x_dim))
-        f, pre, _ = guide.apply(T.concatenate([x_data, x_gen], axis=0), noise)
+        f, pre, hidden = guide.apply(T.concatenate([x_data, x_gen], axis=0), noise)
         n_data = x_data.shape[0]
         f_data, f_gen = f[:n_data], f[n_data:]
         # Guide: Eq. 6 plus its regularisers.
         guide_loss = obj.guide_loss(f_data, f_gen)
-        act_pen = sum(T.mean(T.square(a)) for a in pre)
+        act_pen = guide.activation_penalty(pre, hidden, noise)   # vgsn's or the 2015 form
         guide_cost = (hp.guide_weight * guide_loss + hp.lam_l2d * T.mean(T.square(f))
                       + hp.lam_l2a * act_pen)
         # Generator (q and p): Eq. 7 on f(chain outputs) + weighted per-step VAE costs
@@ -522,7 +542,7 @@ class VCGLoop(Compiled):
         # for the clip norm and once for the update (~10% of an update at the 2015 sizes).
         # Keeping the intermediate buffers between calls saves another ~8% (a few hundred
         # MB held at the paper's sizes).
-        mode = compile_mode(["local_dot22_to_dot22scalar"], keep_buffers=True)
+        mode = self.compile_mode(["local_dot22_to_dot22scalar"], keep_buffers=True)
         return graphcache.function(inputs, outputs, updates=updates, name="train_step", mode=mode)
 
     # ---- numpy API ---------------------------------------------------------
@@ -558,7 +578,8 @@ class VCGLoop(Compiled):
         X_data = as_rows(X_data, self.model.x_dim, "train_step X_data")
         eps, noise = self.draw_noise(X0.shape[0] * self.model.batch_repeat, X_data.shape[0])
         (guide_loss, gen_loss, vae_cost, guide_cost, gen_cost, l2, nll_t, kl_t, f_data, f_gen,
-         acc, moment) = self._fn("train_step")(X0, X_data, eps, *noise)
+         acc, moment) = self._fn("train_step", X0.shape[:1] + X_data.shape[:1])(X0, X_data, eps,
+                                                                                 *noise)
         nll_t, kl_t = np.asarray(nll_t, np.float64), np.asarray(kl_t, np.float64)
         out = dict(guide_loss=guide_loss, gen_loss=gen_loss, vae_cost=vae_cost,
                    guide_cost=guide_cost, gen_cost=gen_cost, l2=l2, nll=nll_t.mean(),

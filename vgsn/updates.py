@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from vgsn.backend import Apply, Op, T, disconnected_grad, floatX, shared
+from vgsn.backend import Apply, Op, T, disconnected_grad, floatX, register_op, shared
 
 
 class HyperParams:
@@ -112,6 +112,40 @@ class SumSquares(Op):
     def pullback(self, inputs, outputs, output_grads):
         # PyTensor 3's name for the gradient (Aesara calls ``grad``).
         return self.grad(inputs, output_grads)
+
+
+def _sum_squares_jax(op, node):
+    # XLA fuses the square into the reduction: one pass, no temporary (what the C
+    # version gets from the BLAS dot).
+    import jax.numpy as jnp
+
+    def sum_squares(x):
+        return jnp.sum(jnp.square(x))
+    return sum_squares
+
+
+def _sum_squares_numba(op, node):
+    # One pass over the elements in any memory layout, accumulated in float64 (the
+    # order differs from the BLAS dot's; the result agrees to float32 rounding).
+    import numba
+    out_dtype = np.dtype(node.outputs[0].dtype)
+
+    @numba.njit(cache=False, fastmath=False)
+    def sum_squares(x):
+        acc = 0.0
+        for v in np.nditer(x):
+            f = v.item()
+            acc += f * f
+        out = np.empty((), dtype=out_dtype)
+        out[()] = acc
+        return out
+    return sum_squares
+
+
+# SumSquares in PyTensor's JAX and Numba modes: its own implementation in each rather
+# than a different graph per mode, so the C graph stays exactly as it was and one
+# graph can be compiled for any mode (registered when the mode is first used).
+register_op(SumSquares, jax=_sum_squares_jax, numba=_sum_squares_numba)
 
 
 def sum_squares(x):
