@@ -87,7 +87,8 @@ def test_code2015_switches_only_the_documented_fields():
     base = P.get_preset("mnist2-ork")
     code = P.code2015(base)
     diff = {k for k, v in code.to_dict().items() if base.to_dict()[k] != v}
-    assert diff == {"momentum", "step_decay", "chain_lr_decay_every", "l2_on", "chain_gamma"}
+    assert diff == {"momentum", "step_decay", "chain_lr_decay_every", "l2_on", "chain_gamma",
+                    "guide_act_penalty"}
     assert (code.momentum, code.step_decay, code.chain_lr_decay_every, code.l2_on,
             code.chain_gamma) == (0.5, 0.0, 0, "all", False)
     tfd = P.code2015(P.get_preset("tfd-ork"))

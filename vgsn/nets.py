@@ -18,6 +18,8 @@ from vgsn.layers import (Dense, Maxout, dropout_mask, gaussian_noise, hidden_bia
                          relu, relu_grad)
 
 LOGVAR_MODES = ("head", "shared", "none")
+#: MaxoutGuide's activation-penalty forms (``presets.GUIDE_PENALTIES`` names the same).
+ACT_PENALTIES = ("vgsn", "code2015")
 
 Forward = namedtuple("Forward", ["mean", "logvar", "hidden"])
 Forward.__doc__ = """What ``InfNet.forward`` returns.
@@ -197,12 +199,21 @@ class MaxoutGuide:
         Noise levels used by ``draw_noise`` (0.2, 0.5, 0.1, 0.0 for MNIST).
     squash : float
         The output bound (20).
+    act_penalty : {'vgsn', 'code2015'}
+        The form of :meth:`activation_penalty`: vgsn's, or the 2015 code's, which also
+        needs a fixed (untrained) 10-way classifier layer on the last maxout layer
+        (``PeaNet``'s bypassed output: orthogonal, gain ``init_scale / sqrt(units)``,
+        drawn from ``rng`` after every trained weight) and its own bias noise
+        ``bias_c`` (rows, 10).
     name : str
     """
 
     def __init__(self, n_in, rng, units=300, pool=4, n_layers=2, init_scale=0.75,
                  vis_drop=0.2, hid_drop=0.5, bias_noise=0.1, input_noise=0.0, squash=20.0,
-                 name="guide"):
+                 act_penalty="vgsn", name="guide"):
+        if act_penalty not in ACT_PENALTIES:
+            raise ValueError(f"{name}: act_penalty must be one of {ACT_PENALTIES}, "
+                             f"got {act_penalty!r}")
         for label, value in (("vis_drop", vis_drop), ("hid_drop", hid_drop)):
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"{name}: {label} must be in [0, 1), got {value}")
@@ -223,6 +234,11 @@ class MaxoutGuide:
         w_out = (rng.standard_normal((fan_in, 1)) * init_scale).astype(floatX)
         self.output = Dense(fan_in, 1, f"{name}.out", W=w_out)
         self.params = [p for layer in self.layers for p in layer.params] + self.output.params
+        self.act_penalty = act_penalty
+        self.classifier_W = None
+        if act_penalty == "code2015":    # fixed: not in params, so never updated
+            self.classifier_W = shared(orthogonal((fan_in, 10), init_scale / np.sqrt(fan_in), rng),
+                                       name=f"{name}.cls.W")
 
     @property
     def weights(self):
@@ -233,7 +249,14 @@ class MaxoutGuide:
         """Names of the noise inputs of ``apply``, in a fixed order."""
         names = ["vis"] + [f"hid{i}" for i in range(len(self.layers))]
         names += [f"bias{i}" for i in range(len(self.layers))]
-        return names
+        return names + (["bias_c"] if self.act_penalty == "code2015" else [])
+
+    def noise_widths(self):
+        """name -> columns of each noise input (``vis_add`` included)."""
+        width = {"vis": self.n_in, "vis_add": self.n_in, "bias_c": 10}
+        width.update({f"hid{i}": self.units for i in range(len(self.layers))})
+        width.update({f"bias{i}": self.units * self.pool for i in range(len(self.layers))})
+        return width
 
     def noise_vars(self):
         """Fresh symbolic matrices, one per noise input (dict name -> variable)."""
@@ -257,7 +280,36 @@ class MaxoutGuide:
                 noise[f"bias{i}"] = np.zeros((rows, self.units * self.pool), floatX)
         if self.input_noise > 0:
             noise["vis_add"] = gaussian_noise(rng, (rows, self.n_in), self.input_noise)
+        if self.act_penalty == "code2015":   # drawn last: vgsn's stream is unchanged
+            noise["bias_c"] = gaussian_noise(rng, (rows, 10), self.bias_noise)
         return noise
+
+    def activation_penalty(self, pre, hidden, noise=None):
+        """The activation penalty (times ``lam_l2a`` in the guide's cost), symbolic.
+
+        ``pre`` and ``hidden`` are :meth:`apply`'s pre-activations a_l (with their
+        bias noise) and maxout outputs h_l.
+
+        - 'vgsn': ``sum_l mean(a_l^2)``.
+        - 'code2015' (``PeaNet._act_reg_cost`` with ``NetLayers``' ``act_l2_sum``):
+          ``sum_l pool * mean(a_l^2) + mean(c^2)``, where ``mean`` runs over rows and
+          the layer's ``units * pool`` columns, so the first part is ``pool`` times
+          vgsn's (the code averages over ``units`` only), and
+          ``c = (h_L * m_L) W_c + bias_c`` the bypassed classifier layer's output on
+          the last maxout layer seen through its dropout mask m_L (the mask f sees).
+        """
+        base = sum(T.mean(T.square(a)) for a in pre)
+        if self.act_penalty == "vgsn":
+            return base
+        noise = noise or {}
+        h = hidden[-1]
+        last = f"hid{len(self.layers) - 1}"
+        if last in noise:
+            h = h * noise[last]
+        c = T.dot(h, self.classifier_W)
+        if "bias_c" in noise:
+            c = c + noise["bias_c"]
+        return np.float32(self.pool) * base + T.mean(T.square(c))
 
     # ---- forward -----------------------------------------------------------
     def apply(self, x, noise=None):

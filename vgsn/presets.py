@@ -534,7 +534,8 @@ def guide_args(c):
     and ``rng`` (``numpy.random.default_rng([loop_seed(c), 2])``)."""
     return dict(units=c.guide_units, pool=c.guide_pool, init_scale=c.guide_init_scale,
                 vis_drop=c.guide_vis_drop, hid_drop=c.guide_hid_drop,
-                bias_noise=c.guide_bias_noise, input_noise=c.guide_input_noise)
+                bias_noise=c.guide_bias_noise, input_noise=c.guide_input_noise,
+                act_penalty=c.guide_act_penalty)
 
 
 def loop_args(c):
