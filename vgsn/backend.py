@@ -53,6 +53,7 @@ __all__ = [
     "NAME", "MODE", "MODES", "T", "function", "shared", "scan", "grad", "config", "floatX",
     "disconnected_grad", "clone_replace", "blas_linked", "blas_warning", "as_floatX",
     "library_version", "verify_grad", "compile_mode", "check_mode", "register_op", "activate",
+    "devices", "describe",
     "Op", "Apply",
 ]
 
@@ -302,6 +303,27 @@ def compile_mode(excluding=(), keep_buffers=False, mode=None):
     if keep_buffers and getattr(compiled.linker, "use_cloop", False):
         compiled = modes.Mode(linker="cvm_nogc", optimizer=compiled.provided_optimizer)
     return compiled.excluding(*excluding) if excluding else compiled
+
+
+def devices():
+    """The devices the mode computes on, as short strings: ``['cpu']`` for C and Numba,
+    jax's own (``jax.devices()``: ``'cpu'``, ``'cuda:0 (NVIDIA H200)'``...) for JAX."""
+    if MODE != "jax":
+        return ["cpu"]
+    import jax
+    out = []
+    for d in jax.devices():
+        kind = getattr(d, "device_kind", "")
+        name = f"{d.platform}:{d.id}" if d.platform != "cpu" else "cpu"
+        out.append(f"{name} ({kind})" if kind and d.platform != "cpu" else name)
+    return out
+
+
+def describe():
+    """One line naming the library, the mode and the device, e.g.
+    ``pytensor 3.3.8, mode jax on cuda:0 (NVIDIA H200)`` (for logs and reports)."""
+    where = devices()
+    return f"{NAME} {library_version}, mode {MODE} on {', '.join(sorted(set(where)))}"
 
 
 def as_floatX(value):

@@ -13,7 +13,9 @@ through ``train.kl_weight_at`` into ``model.hyper`` (``lam_kl``), the shared sca
 the model's graphs use (``OneStageModel.vae_cost``, ``VCGLoop``'s step costs).
 """
 import argparse
+import json
 import math
+import os
 import sys
 import warnings
 from datetime import datetime
@@ -25,6 +27,7 @@ from vgsn.runfiles import RESUME_FIELDS, Interrupted, TrainingError, check_out
 __all__ = ["SCRIPT_DATASETS", "build_parser", "config_from_args", "cli_main"]
 
 SCRIPT_DATASETS = {"mnist": ("mnist", "digits"), "tfd": ("tfd", "olivetti", "frey")}
+BACKENDS = ("c", "jax", "numba")
 
 # CLI option (argparse dest) -> preset field, for the options that change a setting;
 # --updates splits between two fields (config_from_args).
@@ -144,6 +147,11 @@ def build_parser(script):
                                  "all five and report the mean (vgsn.evaluation.fold_summary)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="any preset field, e.g. --set q_hidden=500,500 (repeatable)")
+    parser.add_argument("--backend", choices=BACKENDS, type=str.lower,
+                        help="where the graphs run: c (Aesara / PyTensor's C ops), jax (XLA: "
+                             "CPU, or a GPU with pip install -e .[gpu]) or numba; default: "
+                             "$VGSN_MODE, else the library's default (see README, Set-up); "
+                             "--resume keeps the run's own unless given")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return parser
@@ -206,6 +214,15 @@ def _show_blas_warning(backend):
         warnings.warn(message, RuntimeWarning, stacklevel=1)
 
 
+def _recorded_backend(run_dir):
+    """The back-end a run was started on (``config.json``'s ``backend``), or None."""
+    try:
+        mode = json.loads((Path(run_dir) / "config.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None                 # resume() says what is wrong with the folder
+    return mode if mode in BACKENDS else None
+
+
 def cli_main(argv, script, hooks=None):
     """``run_<script>.py``: parse ``argv``, run or resume; returns the exit status
     (0 done, 1 the run failed or diverged, 2 bad arguments, 130 interrupted).
@@ -240,6 +257,13 @@ def cli_main(argv, script, hooks=None):
                 out.rmdir()
         except TrainingError as exc:
             parser.error(str(exc))
+    mode = args.backend or (_recorded_backend(args.resume) if args.resume is not None else None)
+    if mode is not None:
+        loaded = sys.modules.get("vgsn.backend")
+        if loaded is not None and loaded.MODE != mode:
+            parser.error(f"--backend {mode}: this process already runs vgsn in mode "
+                         f"{loaded.MODE} (the mode is chosen once, at import)")
+        os.environ["VGSN_MODE"] = mode      # read once, when vgsn.backend is imported
     try:
         # The arguments are good: now the symbolic library (seconds to import).
         from vgsn import backend, train

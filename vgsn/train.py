@@ -38,7 +38,7 @@ import numpy as np
 
 from vgsn import presets as P
 from vgsn import runeval, snapshots
-from vgsn.backend import NAME, library_version
+from vgsn import backend
 from vgsn.checkpoints import CheckpointError, load_run_checkpoint, save_run_checkpoint
 from vgsn.datasets import DatasetError, load_dataset, resolve_data_dir
 from vgsn.models import OneStageModel, VCGLoop
@@ -444,7 +444,7 @@ class Run:
                 "rng": {k: r.bit_generator.state for k, r in self._rngs().items()},
                 "acc": self.acc, "metrics_sizes": self.metrics.sizes(),
                 "data_digest": self.data_digest(), "overrides": self.overrides,
-                "timing": self.timing}
+                "timing": self.timing, "backend": backend.MODE}
         try:
             # ``also`` (pretrained.h5 at the fork) first: a checkpoint.h5 at or past the
             # fork then proves it complete; a kill before leaves the previous
@@ -561,7 +561,7 @@ class Run:
         self.evaluate(final=True)
         write_timing(self.out, self.timing)
         path = write_report(self.out, c, self.data, self.data_note, self.metrics, self.timing,
-                            self.sets.counts(), self.update, f"{NAME} {library_version}",
+                            self.sets.counts(), self.update, backend.describe(),
                             sigmas=self.sets.sigmas, paper_sigmas=self.sets.paper_sigmas)
         self.say(f"report: {path}")
         return path
@@ -597,8 +597,8 @@ def run(config, out, data_dir=None, quiet=False, hooks=None):
     config = replace(config, dataset=data.name, fallback_dataset=None)
     data_dir = None if data.name == "digits" else str(resolve_data_dir(data_dir))
     try:
-        with open(out / "config.json", "w") as f:
-            json.dump(config.to_dict(), f, indent=1)
+        with open(out / "config.json", "w") as f:      # + the back-end (cli's --resume reads it)
+            json.dump({**config.to_dict(), "backend": backend.MODE}, f, indent=1)
         r = Run(config, out, data, note, data_dir, quiet, hooks)
         r.say(f"preset {config.name}: {config.pretrain_updates:,} pre-training + "
               f"{config.chain_updates:,} chain updates -> {out}")
@@ -701,6 +701,10 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
         r._data_digest = recorded
         r.restore(arrays, meta)
         r.say(f"resuming {run_dir} at update {r.update:,} of {r.total:,}")
+        if meta.get("backend", "c") != backend.MODE:
+            r.say(f"note: trained so far on the {meta.get('backend', 'c')} back-end, resumed on "
+                  f"{backend.MODE}: from here on it matches an uninterrupted run to float32 "
+                  f"rounding, not bit for bit")
         changed = {k: v for k, v in (overrides or {}).items() if getattr(before, k) != v}
         for k, v in changed.items():
             r.overrides.append({"update": r.update, "field": k, "old": getattr(before, k),
@@ -709,7 +713,7 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
                   f"from here on this run differs from an uninterrupted one")
         if changed:   # the override survives another stop: it is in the checkpoint now
             with open(run_dir / "config.json", "w") as f:
-                json.dump(config.to_dict(), f, indent=1)
+                json.dump({**config.to_dict(), "backend": backend.MODE}, f, indent=1)
             r.checkpoint()
     except OSError as exc:
         raise WriteFailed(f"cannot resume {run_dir}: cannot write {exc.filename or 'there'} "
