@@ -301,3 +301,19 @@ def test_document_from_constructed_run_folders(tmp_path):
     assert "**not testable here**" in text                # no mnist1 runs
     assert (tmp_path / "docs" / "reproduction_figures" / "check-ork_curves.png").exists()
     assert "](reproduction_figures/check-ork_curves.png)" in text
+
+
+def test_the_tfd_scripts_switch_at_the_fork_runs_end_to_end(tmp_path):
+    # code2015 for TFD in miniature: Bernoulli pre-training, then a Gaussian chain with
+    # other z samples per row, chain momentum and the 2015 guide penalty.
+    c = replace(P.get_preset("tiny"), pretrain_x_type="bernoulli", x_type="gaussian",
+                pretrain_batch_repeat=3, chain_momentum=0.9, guide_act_penalty="code2015",
+                kl_warmup_from=0.0, vae_branch=False, figures=False, score_chains=0,
+                iwll_binarized=False, pretrain_updates=20, chain_updates=10)
+    train.run(c, tmp_path / "run", quiet=True)
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in rows if r["kind"] == "final"]
+    assert [r["branch"] for r in final] == ["guided"] and np.isfinite(final[0]["gpde_test"])
+    assert "log-density on R^D" in final[0]["iwll_kind"] and final[0]["score_chains"] is None
+    m = train.load_models(tmp_path / "run")["model"]
+    assert m.x_type == "gaussian" and m.batch_repeat == c.batch_repeat == 2
