@@ -95,7 +95,13 @@ def compare(args, out=sys.stdout):
     def say(line=""):
         print(line, file=out)
 
-    q, p = read_2015_infnet(args.q), read_2015_infnet(args.p)
+    def read(path):
+        try:
+            return read_2015_infnet(path)
+        except (zlib.error, EOFError) as exc:   # a damaged gzip stream, named
+            raise InputError(f"{path}: corrupt or truncated gzip stream ({exc})") from None
+
+    q, p = read(args.q), read(args.p)
     model = load_2015_model(q, p, x_type=args.x_type, logvar_bound=args.logvar_bound)
     X, where = _images(args, model.x_dim)
     say(f"q: {q.summary()}")
