@@ -13,7 +13,12 @@ machine-readable (the first four fields are the issue's; the floor ratios follow
 
     RESULT mnist1_s_per_update=<s> mnist1_peak_ratio=<r> mnist2_s_per_update=<s> mnist2_peak_ratio=<r> mnist1_floor_ratio=<r> mnist2_floor_ratio=<r>
 
-Usage: python benchmarks/bench_vae.py [--steps 30] [--no-compile-timing]
+for the first back-end; with several (``--backend c,jax``) they run in the same
+process, alternating update by update, each line names its back-end, and a
+``RATIO`` line gives each back-end's seconds over the first's. Compile seconds
+are to the end of the first update (JAX compiles with XLA on the first call).
+
+Usage: python benchmarks/bench_vae.py [--backend c,jax] [--steps 30] [--no-compile-timing]
 """
 import argparse
 import json
@@ -26,7 +31,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _backends  # noqa: E402
 from _gemm import gemm_floor, mlp_products, sgemm_peak as numpy_peak  # noqa: E402
+
 
 SIZES = {
     "mnist1": dict(x_dim=784, z_dim=64, q_hidden=(1500, 1500), p_hidden=(1500, 1500),
@@ -71,25 +78,30 @@ def _timed(f, *args):
     return time.perf_counter() - t
 
 
-def _build(name):
+def _build(name, mode=None):
     from vgsn.models import OneStageModel
-    return OneStageModel(**SIZES[name], seed=0, lr=1e-4)
+    model = OneStageModel(**SIZES[name], seed=0, lr=1e-4)
+    return model.use_mode(mode) if mode else model
 
 
 def compile_only(name):
-    """Child process: build the model, then time compiling train_step alone (not the
-    orthogonal init, several seconds at 1500 units); print the seconds as JSON."""
+    """Child process: build the model, then time compiling train_step and its first
+    call (not the orthogonal init, several seconds at 1500 units); print the seconds
+    as JSON."""
     model = _build(name)
+    X = np.random.default_rng(0).random((ROWS, SIZES[name]["x_dim"])).astype(np.float32)
     t = time.perf_counter()
     model.compile(["train_step"])
+    model.train_step(X)
     print(json.dumps({"compile_s": time.perf_counter() - t}))
 
 
-def compile_seconds(name, cache_dir, graph_cache=True):
+def compile_seconds(name, cache_dir, graph_cache=True, mode="c"):
     """Compile seconds in a fresh process on the compile cache ``cache_dir`` (its
     rewritten-graph cache inside it; ``graph_cache=False``: rewrite as without one)."""
     env = dict(os.environ)
     env.pop("VGSN_GRAPH_CACHE_DIR", None)
+    env["VGSN_MODE"] = mode.upper()
     env["VGSN_GRAPH_CACHE"] = "1" if graph_cache else "0"
     from vgsn.backend import NAME
     flag_var = NAME.upper() + "_FLAGS"
@@ -99,58 +111,105 @@ def compile_seconds(name, cache_dir, graph_cache=True):
     return json.loads(out.strip().splitlines()[-1])["compile_s"]
 
 
-def step_seconds(name, steps):
-    model = _build(name)
-    rng = np.random.default_rng(0)
-    X = rng.random((ROWS, SIZES[name]["x_dim"])).astype(np.float32)
-    model.train_step(X)                                  # compile + first call
-    times = [_timed(model.train_step, X) for _ in range(steps)]
-    return float(np.median(times))
+def step_seconds(name, steps, modes):
+    """Median seconds per update of each mode, alternating update by update, each
+    mode in its own worker process (``_backends.Worker``)."""
+    workers = [_backends.Worker(__file__, m, [name]) for m in modes]
+    try:
+        for w in workers:
+            w.ask("setup")
+        times = _backends.alternate(workers, "step", steps)
+        devices = {w.mode: w.ask("devices")["devices"] for w in workers}
+    finally:
+        for w in workers:
+            w.close()
+    return {m: float(np.median([t["s"] for t in ts])) for m, ts in times.items()}, devices
+
+
+def worker(mode, name):
+    """Child: one model for ``VGSN_MODE=mode``, timing one update per "step" request."""
+    state = {}
+    X = np.random.default_rng(0).random((ROWS, SIZES[name]["x_dim"])).astype(np.float32)
+
+    def setup():
+        state["model"] = _build(name)
+        t = time.perf_counter()
+        state["model"].train_step(X)                     # compile + first call
+        return {"s": time.perf_counter() - t}
+
+    def step():
+        return {"s": _timed(state["model"].train_step, X)}
+
+    _backends.serve({"setup": setup, "step": step, "devices": _backends.worker_devices})
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default=None,
+                        help="one or more of c, jax, numba, comma-separated (default: the "
+                             "process's mode)")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--sizes", default="mnist1,mnist2", help="mnist1, mnist2 or both")
     parser.add_argument("--no-compile-timing", action="store_true",
                         help="skip the cold/warm compile subprocesses")
     parser.add_argument("--compile-only", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.compile_only:
         compile_only(args.compile_only)
         return
-    from vgsn.backend import NAME, config, library_version
+    if args.worker:
+        worker(*args.worker)
+        return
+    from vgsn.backend import MODE, NAME, config, library_version
+    modes = _backends.parse(args.backend) if args.backend else [MODE]
+    sizes = [s.strip() for s in args.sizes.split(",")]
     peaks = sgemm_peak()
     peak = max(peaks.values())
-    print(f"backend {NAME} {library_version}, blas {config.blas__ldflags!r}, {os.cpu_count()} cores")
+    print(f"backend {NAME} {library_version}, blas {config.blas__ldflags!r}, {os.cpu_count()} cores;"
+          f" load {_backends.load()}")
     print(f"SGEMM peak: numpy {peaks['numpy']:.1f} GFLOP/s, backend {peaks['backend']:.1f} GFLOP/s")
     result = {}
-    for name in SIZES:
-        line = f"{name}: "
-        if not args.no_compile_timing:
+    for name in sizes:
+        for mode in modes if not args.no_compile_timing else []:
             with tempfile.TemporaryDirectory(prefix="vgsn-bench-cache-") as cache:
-                cold = compile_seconds(name, cache)
-                rewrite = compile_seconds(name, cache, graph_cache=False)
-                warm = compile_seconds(name, cache)
-            line += (f"compile cold {cold:.1f} s, C modules cached {rewrite:.1f} s, "
-                     f"warm {warm:.1f} s (rewritten graph cached too); ")
-        s = step_seconds(name, args.steps)
-        gflops = update_flops(SIZES[name]) / s / 1e9
-        ratio = gflops / peak
+                cold = compile_seconds(name, cache, mode=mode)
+                if mode == "c":
+                    rewrite = compile_seconds(name, cache, graph_cache=False)
+                    warm = compile_seconds(name, cache)
+                    print(f"{name} [{mode}]: compile + first update: cold {cold:.1f} s, C modules "
+                          f"cached {rewrite:.1f} s, warm {warm:.1f} s (rewritten graph cached "
+                          f"too); load {_backends.load()}", flush=True)
+                else:
+                    print(f"{name} [{mode}]: compile + first update: cold {cold:.1f} s (fresh "
+                          f"process); load {_backends.load()}", flush=True)
+        secs, devices = step_seconds(name, args.steps, modes)
+        if name == sizes[0]:
+            print("devices: " + "; ".join(devices[m] for m in modes))
         floor_s, floor_gflop = gemm_floor(floor_products(SIZES[name]))
-        line += (f"{s * 1e3:.1f} ms per update (median of {args.steps}), "
-                 f"{update_flops(SIZES[name]) / 1e9:.2f} GFLOP -> {gflops:.1f} GFLOP/s, "
-                 f"{ratio:.2f} of SGEMM peak\n"
-                 f"  GEMM floor (the same products alone, numpy): {floor_s * 1e3:.1f} ms = "
-                 f"{floor_gflop / floor_s:.1f} GFLOP/s, {floor_gflop / floor_s / peak:.2f} of peak;"
-                 f" the update takes {s / floor_s:.2f}x the floor ({floor_s / s:.2f} of it)")
-        print(line, flush=True)
-        result[name] = (s, ratio, floor_s / s)
-    print(f"RESULT mnist1_s_per_update={result['mnist1'][0]:.4f} "
-          f"mnist1_peak_ratio={result['mnist1'][1]:.3f} "
-          f"mnist2_s_per_update={result['mnist2'][0]:.4f} "
-          f"mnist2_peak_ratio={result['mnist2'][1]:.3f} "
-          f"mnist1_floor_ratio={result['mnist1'][2]:.3f} "
-          f"mnist2_floor_ratio={result['mnist2'][2]:.3f}")
+        for mode in modes:
+            s = secs[mode]
+            gflops = update_flops(SIZES[name]) / s / 1e9
+            ratio = gflops / peak
+            print(f"{name} [{mode}]: {s * 1e3:.1f} ms per update (median of {args.steps}, "
+                  f"alternating with the others), {update_flops(SIZES[name]) / 1e9:.2f} GFLOP -> {gflops:.1f} "
+                  f"GFLOP/s, {ratio:.2f} of SGEMM peak; {s / floor_s:.2f}x the GEMM floor; "
+                  f"{s / secs[modes[0]]:.2f}x {modes[0]}", flush=True)
+            result[name, mode] = (s, ratio, floor_s / s)
+        print(f"  GEMM floor (the same products alone, numpy): {floor_s * 1e3:.1f} ms = "
+              f"{floor_gflop / floor_s:.1f} GFLOP/s, {floor_gflop / floor_s / peak:.2f} of peak; "
+              f"load {_backends.load()}", flush=True)
+    first = modes[0]
+    if set(sizes) == set(SIZES):
+        print(f"RESULT mnist1_s_per_update={result['mnist1', first][0]:.4f} "
+              f"mnist1_peak_ratio={result['mnist1', first][1]:.3f} "
+              f"mnist2_s_per_update={result['mnist2', first][0]:.4f} "
+              f"mnist2_peak_ratio={result['mnist2', first][1]:.3f} "
+              f"mnist1_floor_ratio={result['mnist1', first][2]:.3f} "
+              f"mnist2_floor_ratio={result['mnist2', first][2]:.3f}")
+    if len(modes) > 1:
+        print("RATIO " + " ".join(f"{n}_{m}_over_{first}={result[n, m][0] / result[n, first][0]:.3f}"
+                                  for n in sizes for m in modes[1:]))
 
 
 if __name__ == "__main__":
