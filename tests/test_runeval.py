@@ -317,3 +317,17 @@ def test_the_tfd_scripts_switch_at_the_fork_runs_end_to_end(tmp_path):
     assert "log-density on R^D" in final[0]["iwll_kind"] and final[0]["score_chains"] is None
     m = train.load_models(tmp_path / "run")["model"]
     assert m.x_type == "gaussian" and m.batch_repeat == c.batch_repeat == 2
+
+
+def test_cli_options_reach_the_preset():
+    from vgsn import cli
+    p = cli.build_parser("tfd")
+    c = cli.config_from_args(p.parse_args(["--preset", "tfd-ork", "--fold", "3", "--gpde-protocol",
+                                           "paper", "--distinct-rows"]), p, "tfd")
+    assert (c.tfd_fold, c.gpde_protocol, c.distinct_rows) == ("3", "paper", True)
+    p = cli.build_parser("mnist")
+    c = cli.config_from_args(p.parse_args(["--preset", "check-var"]), p, "mnist")
+    assert (c.tfd_fold, c.gpde_protocol, c.distinct_rows, c.paper_sigmas) == \
+        ("all", "both", False, "mnist-var")
+    with pytest.raises(SystemExit):
+        p.parse_args(["--preset", "mnist1", "--fold", "2"])     # TFD only
