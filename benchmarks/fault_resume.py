@@ -136,8 +136,9 @@ def compare_runs(out, ref):
         problems.append(f"evals/ holds {sorted(set(evals_out) ^ set(evals_ref))} in one run only")
     for name in set(evals_out) & set(evals_ref):
         with np.load(out / "evals" / name) as x, np.load(ref / "evals" / name) as y:
-            if sorted(x.files) != sorted(y.files) or not all(
-                    np.array_equal(x[k], y[k]) for k in x.files):
+            if sorted(x.files) != sorted(y.files) or not all(   # NaN: "no value", equal
+                    np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind == "f")
+                    for k in x.files):
                 problems.append(f"evals/{name} differs")
     leftovers = [p.name for p in out.glob(".*tmp*")]
     if leftovers:
