@@ -20,16 +20,16 @@ tfd-ork        Fig. 4e-h    Gaussian   2x2000   150k + 60k             5, 0.1
 tfd-kl30       Sec. 7 text  Gaussian   2x2000   150k + 60k             30, 0.1
 quick          demo         Bernoulli  2x200    1500 + 150 (and VAE)   1, 0
 tfd-quick      demo         Gaussian   2x200    1500 + 150             5, 0.1
-check-mnist1   Fig. 3       Bernoulli  2x1000   4k + 500 (and VAE)     1, 0
-check-ork      Fig. 4a-d    Gaussian   2x1000   4k + 500               4, 0.1
-check-var      Fig. 4a-d    Gaussian   2x1000   4k + 500               1, 0
+check-mnist1   Fig. 3       Bernoulli  2x500    3k + 400 (and VAE)     1, 0
+check-ork      Fig. 4a-d    Gaussian   2x500    3k + 400               4, 0.1
+check-var      Fig. 4a-d    Gaussian   2x500    3k + 400               1, 0
 tiny           tests        Bernoulli  2x32     40 + 40 (and VAE)      1, 0
 =============  ===========  =========  =======  =====================  ==================
 
 The paper gives gamma (0.1) only for MNIST ORK: gamma 0.1 for TFD (tfd-ork,
 tfd-kl30) and for mnist2-kl24, and the step-cost decay 0.1, are vgsn's
 assumptions (the paper is silent). The ``check-*`` presets are short checks of
-Sec. 7's claims (about 40 minutes each on two quiet cores, see ``_CHECK``), run by
+Sec. 7's claims (the three side by side in about an hour on 2 cores, see ``_CHECK``), run by
 ``python -m vgsn.reproduce``; their numbers test whether a claim shows at that
 scale, not the paper's table.
 
@@ -597,25 +597,27 @@ _DEMO = dict(
     chain_rows=6, chain_length=30, score_chains=300, score_steps=30, checkpoint_every=300,
     log_every=25)
 
-# The short checks of the paper's claims (issue 16): the 2015 MNIST script's nets
-# (q/p 2 x 1000, z 50) with a shortened pre-training (4k updates at a higher learning
-# rate, 500-update warm-up) and a shortened guided phase (500 updates, lr 1e-3, 50-update
-# warm-up), 100 x 5 rows, the paper's 6-step chain and 300 x 4 guide; evaluation every
-# 500 updates on 1,000 validation / 2,000 test rows with 3,000 Parzen centres, chain
-# scores of 300 chains x 50 steps. Measured costs on this 2-core machine when quiet:
-# a VAE update 0.2 s, a guided 6-step update 2.8 s at these sizes, so a run takes about
-# 4000 x 0.2 + 500 x 2.8 (+ 500 x 0.2 for check-mnist1's VAE branch) s = 37-39 min,
-# plus about 5 min of evaluation (2-3 times longer on a loaded machine).
+# The short checks of the paper's claims (issue 16), sized so that the three of them
+# run side by side on 2 cores in about an hour: half the 2015 MNIST script's widths
+# (q/p 2 x 500, z 32), 50 x 5 chain rows and 100 guide data rows (half the paper's),
+# the paper's 6-step chain and 300 x 4 guide; 3,000 pre-training updates (lr 1e-3,
+# 300-update warm-up, KL warm-up 1,000) and 400 guided updates (lr 1e-3, 50-update
+# warm-up); evaluation every 500 updates on 1,000 validation / 2,000 test rows with
+# 3,000 Parzen centres, chain scores of 300 chains x 50 steps. The 2 x 1000 sizes
+# (a VAE update 0.2 s, a guided update 2.8 s on this machine when quiet) would make
+# one run take about 40 minutes alone: set q_hidden/p_hidden=1000,1000, z_dim=50,
+# batch_size=100, data_rows=200 for that.
 _CHECK = dict(
-    dataset="mnist", q_hidden=(1000, 1000), p_hidden=(1000, 1000), z_dim=50,
-    pretrain_updates=4000, chain_updates=500, pretrain_lr=1e-3, pretrain_warmup=500,
-    pretrain_lr_decay_every=0, kl_warmup=1000, lr_gen=1e-3, chain_warmup=50,
-    chain_lr_decay_every=0, eval_every=500, scatter_every=2250, samples_at=(2000, 4000, 4500),
-    gpde_samples=3000, gpde_valid_rows=1000, gpde_test_rows=2000, bound_rows=2000,
-    iwll_rows=500, iwll_k=200, chain_rows=8, chain_length=50, score_chains=300,
-    score_steps=50, checkpoint_every=250, log_every=25)
-_CHECK_NOTE = ("2x1000, z 50 (the 2015 MNIST script's nets); 4k VAE updates (lr 1e-3, "
-               "warm-up 500) + 500 guided (lr 1e-3, warm-up 50); about 40 min on 2 quiet cores")
+    dataset="mnist", q_hidden=(500, 500), p_hidden=(500, 500), z_dim=32, batch_size=50,
+    data_rows=100, pretrain_updates=3000, chain_updates=400, pretrain_lr=1e-3,
+    pretrain_warmup=300, pretrain_lr_decay_every=0, kl_warmup=1000, lr_gen=1e-3,
+    chain_warmup=50, chain_lr_decay_every=0, eval_every=500, scatter_every=1700,
+    samples_at=(1500, 3000, 3400), gpde_samples=3000, gpde_valid_rows=1000,
+    gpde_test_rows=2000, bound_rows=2000, iwll_rows=500, iwll_k=200, chain_rows=8,
+    chain_length=50, score_chains=300, score_steps=50, checkpoint_every=250, log_every=25)
+_CHECK_NOTE = ("2x500, z 32, 50 x 5 chain rows (half the 2015 MNIST script's); 3k VAE "
+               "updates (lr 1e-3, warm-up 300) + 400 guided (lr 1e-3, warm-up 50); the three "
+               "checks side by side in about an hour on 2 cores")
 
 PRESETS = {p.name: p for p in [
     _mnist1(),
