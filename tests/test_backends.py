@@ -1,0 +1,170 @@
+"""The same graphs on the C, JAX and Numba back-ends (issue 13; PyTensor only).
+
+Each object is built for its mode in this process (``Compiled.use_mode``), from the
+same seed, so the two back-ends see the same parameters and the same host-drawn
+noise; they must agree to float32 rounding. The kill / resume test runs the tiny
+preset in child processes with ``--backend jax`` and compares bit for bit.
+"""
+import importlib.util
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vgsn import backend
+
+pytestmark = [
+    pytest.mark.skipif(backend.NAME != "pytensor", reason="JAX and Numba modes need PyTensor"),
+    pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+RTOL, ATOL = 2e-5, 2e-5          # float32: a few ulps after a handful of updates
+
+
+def _model(mode, x_type="gaussian", momentum=0.5):
+    from vgsn.models import OneStageModel
+    return OneStageModel(20, 4, q_hidden=(16, 12), p_hidden=(12, 16), x_type=x_type,
+                         momentum=momentum, seed=3).use_mode(mode)
+
+
+def _loop(model, mode, **kw):
+    from vgsn.models import VCGLoop
+    from vgsn.nets import MaxoutGuide
+    guide = MaxoutGuide(model.x_dim, np.random.default_rng(5), units=8, pool=2)
+    return VCGLoop(model, guide, steps=3, momentum=0.5, **kw).use_mode(mode)
+
+
+def _data(rows=40, dim=20):
+    return np.random.default_rng(0).random((rows, dim), dtype=np.float32)
+
+
+def _close(a, b, what):
+    np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64),
+                               rtol=RTOL, atol=ATOL, err_msg=what)
+
+
+def _states_close(a, b):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        _close(a[k], b[k], k)
+
+
+@pytest.mark.parametrize("x_type", ["gaussian", "bernoulli"])
+def test_model_functions_agree_on_c_and_jax(x_type):
+    X = _data()
+    got = {}
+    for mode in ("c", "jax"):
+        m = _model(mode, x_type)
+        costs = [m.train_step(X[:10]) for _ in range(3)]
+        mu, lv = m.encode(X)
+        got[mode] = dict(costs=[[c[k] for k in sorted(c)] for c in costs], mu=mu, lv=lv,
+                         dec=m.decode(X[:7, :4]), fe=m.free_energy_terms(X, 2, batch_rows=16),
+                         kl=m.posterior_kl(X), lpx=m.log_px_given_z(X[:5], X[:5, :4]),
+                         chain=m.run_chain(X[:6], 4, mask=(X[0] > 0.5).astype(np.float32)),
+                         state=m.get_state())
+    c, j = got["c"], got["jax"]
+    for key in ("costs", "mu", "lv", "dec", "kl", "lpx", "chain"):
+        _close(c[key], j[key], key)
+    _close(c["fe"][0], j["fe"][0], "nll")
+    _close(c["fe"][1], j["fe"][1], "kl")
+    _states_close(c["state"], j["state"])
+
+
+def test_guided_update_agrees_on_c_and_jax_and_is_deterministic():
+    X = _data()
+    got = {}
+    for mode in ("c", "jax", "jax"):
+        loop = _loop(_model(mode), mode)
+        outs = [loop.train_step(X[:4], X[4:10]) for _ in range(3)]
+        rows = [[o[k] for k in sorted(o) if not k.endswith("_steps")] + list(o["nll_steps"])
+                for o in outs]
+        again = got.setdefault(mode, (rows, loop.get_state(), loop.guide_output(X),
+                                      loop.guide_hidden(X)))
+        if again[0] is not rows:     # the second JAX loop: the same seed, bit for bit
+            np.testing.assert_array_equal(again[0], rows)
+            for k, v in loop.get_state().items():
+                np.testing.assert_array_equal(again[1][k], v, err_msg=k)
+    (rc, sc, fc, hc), (rj, sj, fj, hj) = got["c"], got["jax"]
+    _close(rc, rj, "train_step outputs")
+    _states_close(sc, sj)
+    _close(fc, fj, "guide_output")
+    for a, b in zip(hc, hj):
+        _close(a, b, "guide_hidden")
+
+
+def test_jax_train_step_compiles_once_per_batch_shape():
+    X = _data()
+    loop = _loop(_model("jax"), "jax", walkback=True)
+    loop.train_step(X[:4], X[4:10])
+    loop.train_step(X[10:14], X[14:20])
+    loop.train_step(X[:3], X[4:10])
+    assert sorted(k for k in loop._fns if k[0] == "train_step") == [
+        ("train_step", (3, 6)), ("train_step", (4, 6))]
+
+
+def test_evaluation_agrees_on_c_and_jax():
+    from vgsn import evaluation as ev
+    X = _data(30)
+    got = {}
+    for mode in ("c", "jax"):
+        m = _model(mode, "bernoulli")
+        m.train_step(X[:10])
+        got[mode] = (ev.importance_weighted_ll(m, X, 8, batch_rows=16,
+                                               rng=np.random.default_rng(1)),
+                     ev.importance_weighted_ll(m, X, 4, binarize=True,
+                                               rng=np.random.default_rng(2)))
+    for a, b in zip(got["c"], got["jax"]):
+        _close(a, b, "iwll")
+
+
+def test_numba_guided_update_runs_and_agrees_with_c():
+    """Numba compiles slowly (minutes cold for the guided update even at these sizes;
+    its disk cache makes a second run quick), so one smoke test: the guided update."""
+    X = _data()
+    outs = {}
+    for mode in ("c", "numba"):
+        loop = _loop(_model(mode), mode)
+        o = loop.train_step(X[:4], X[4:10])
+        outs[mode] = [o[k] for k in sorted(o) if not k.endswith("_steps")]
+    _close(outs["c"], outs["numba"], "numba train_step")
+
+
+def _run_script(args, kill_at=None, timeout=600):
+    script = ["run_mnist.py"] if kill_at is None else ["tests/_kill_at.py", str(kill_at)]
+    return subprocess.run([sys.executable, *script, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_sigkill_then_resume_on_jax_matches_an_uninterrupted_run(tmp_path):
+    import json
+
+    from vgsn import presets as P
+    from vgsn.checkpoints import load_run_checkpoint
+    c = P.get_preset("tiny")
+    ref = tmp_path / "reference"
+    done = _run_script(["--preset", "tiny", "--out", str(ref), "--quiet", "--no-figures",
+                        "--backend", "jax"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((ref / "config.json").read_text())["backend"] == "jax"
+    assert "mode jax" in (ref / "report.md").read_text()
+    kill_at = int(np.random.default_rng().integers(c.checkpoint_every + 1, c.total_updates))
+    out = tmp_path / "killed"
+    killed = _run_script(["--preset", "tiny", "--out", str(out), "--quiet", "--no-figures",
+                          "--backend", "jax"], kill_at)
+    assert killed.returncode == -signal.SIGKILL, (kill_at, killed.stderr[-2000:])
+    resumed = _run_script(["--resume", str(out), "--quiet"])      # the run's own back-end
+    assert resumed.returncode == 0, (kill_at, resumed.stderr[-2000:])
+    assert "back-end" not in (out / "log.txt").read_text()      # no change of back-end said
+    a, meta_a = load_run_checkpoint(ref / "checkpoint.h5")
+    b, meta_b = load_run_checkpoint(out / "checkpoint.h5")
+    assert meta_a["backend"] == meta_b["backend"] == "jax"
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k}, killed at update {kill_at}")
+    metrics = {p.name: p.read_bytes() for p in sorted(ref.iterdir()) if p.name == "metrics.jsonl"}
+    assert metrics == {p.name: p.read_bytes() for p in sorted(out.iterdir())
+                       if p.name == "metrics.jsonl"}
