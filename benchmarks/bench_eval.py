@@ -20,7 +20,9 @@ negligible); real model samples against MNIST are cheaper.
     python benchmarks/bench_eval.py --quick    # 2,000 rows each, a smoke test
 
 The last line is ``RESULT gpde_total_s=<s> gpde_gflops=<g> sgemm_peak_gflops=<g>``
-for the default (float64) path.
+for the default (float64) path. ``--backend`` is accepted like the other benchmarks' and
+printed with the device; the GPDE itself is numpy on the host CPU in every mode today (a
+jax.numpy path for a GPU is issue 13's open part).
 """
 import argparse
 import os
@@ -60,6 +62,8 @@ def main(argv=None):
     ap.add_argument("--dims", type=int, default=784)
     ap.add_argument("--quick", action="store_true", help="2,000 rows each")
     ap.add_argument("--no-float32", action="store_true", help="skip the float32 timing")
+    ap.add_argument("--backend", default=os.environ.get("VGSN_MODE", "c").lower(),
+                    help="c, jax or numba (printed; the GPDE runs in numpy on the CPU)")
     args = ap.parse_args(argv)
     n = 2000 if args.quick else args.rows
     d = args.dims
@@ -71,6 +75,7 @@ def main(argv=None):
           f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE', '(unset)')}")
     sgemm = gemm_peak(np.float32)
     dgemm = gemm_peak(np.float64)
+    print(f"backend {args.backend}; device: cpu (the GPDE is numpy in every mode)")
     print(f"peak: SGEMM {sgemm:.1f} GFLOP/s, DGEMM {dgemm:.1f} GFLOP/s (4096^3, best of 5)")
 
     rng = np.random.default_rng(1)
