@@ -6,6 +6,7 @@ noise; they must agree to float32 rounding. The kill / resume test runs the tiny
 preset in child processes with ``--backend jax`` and compares bit for bit.
 """
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -135,8 +136,11 @@ def test_numba_guided_update_runs_and_agrees_with_c():
 
 def _run_script(args, kill_at=None, timeout=600):
     script = ["run_mnist.py"] if kill_at is None else ["tests/_kill_at.py", str(kill_at)]
+    env = dict(os.environ)
+    if kill_at is not None:     # the driver imports vgsn.train before its cli_main runs
+        env["VGSN_MODE"] = "JAX"
     return subprocess.run([sys.executable, *script, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def test_sigkill_then_resume_on_jax_matches_an_uninterrupted_run(tmp_path):
