@@ -36,7 +36,7 @@ def test_in_this_process():
 
 def test_import_prints_nothing_and_blas_warning_says_the_fix():
     flags = backend.NAME.upper() + "_FLAGS"
-    out = _import({flags: "blas__ldflags="})          # no BLAS linked
+    out = _import({flags: "blas__ldflags=", "VGSN_MODE": "C"})          # no BLAS linked
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
     (line,) = out.stdout.splitlines()                 # only the probe's own line
@@ -44,7 +44,8 @@ def test_import_prints_nothing_and_blas_warning_says_the_fix():
     assert got["mode"] == "c" and got["name"] == backend.NAME
     assert "links no BLAS" in got["blas"] and "libopenblas-dev" in got["blas"]
     assert "\n" not in got["blas"]
-    quiet = json.loads(_import({flags: "blas__ldflags=", "VGSN_QUIET_BLAS": "1"}).stdout)
+    quiet = json.loads(_import({flags: "blas__ldflags=", "VGSN_QUIET_BLAS": "1",
+                                "VGSN_MODE": "C"}).stdout)
     assert quiet["blas"] is None
 
 
@@ -82,3 +83,13 @@ def test_mode_contradicting_the_users_flags():
     assert out.returncode != 0 and "keep one of the two" in last
     got = json.loads(_import({"PYTENSOR_FLAGS": "mode=NUMBA"}).stdout)
     assert got["mode"] == "numba"                     # the user's flag, reported as it is
+
+
+def test_default_mode_is_jax_where_it_is_installed_and_c_elsewhere():
+    import importlib.util
+    expect = ("jax" if sys.version_info >= (3, 12) and backend.NAME == "pytensor"
+              and importlib.util.find_spec("jax") is not None else "c")
+    assert backend.default_mode() == expect
+    got = json.loads(_import({}).stdout)                 # VGSN_MODE unset
+    assert got["mode"] == expect
+    assert json.loads(_import({"VGSN_MODE": "C"}).stdout)["mode"] == "c"
