@@ -33,6 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vgsn import presets as P
+from vgsn.checkpoints import CheckpointError, load_run_checkpoint
 
 __all__ = ["TrainingError", "Diverged", "Interrupted", "WriteFailed", "EVAL_COLUMNS", "BRANCHES",
            "RESUME_FIELDS",
@@ -340,3 +341,50 @@ def write_timing(out, timing):
 # The report lives in vgsn.report (it grew with the evaluation protocols and the chain
 # scores); the name stays importable from here.
 from vgsn.report import write_report  # noqa: E402
+
+
+# ---- resume: what the checkpoint must hold before anything in the folder changes ----
+
+def open_checkpoint(path, what):
+    try:
+        return load_run_checkpoint(path)
+    except CheckpointError as exc:
+        raise TrainingError(f"{what}{exc}") from None
+
+
+def resume_config(meta, overrides, where):
+    """The checkpoint's config with the ``overrides`` a resume may apply
+    (``runfiles.RESUME_FIELDS``); one-line ``TrainingError`` otherwise."""
+    try:
+        config = P.Preset.from_dict(meta["config"]).validate()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainingError(f"cannot resume: {where}: the stored settings do not load "
+                            f"({exc})") from None
+    overrides = dict(overrides or {})
+    fixed = sorted(set(overrides) - set(RESUME_FIELDS))
+    if fixed:
+        raise TrainingError(f"cannot resume with --set {', '.join(fixed)}: it changes the "
+                            f"trained state or the run's files; on resume only "
+                            f"{', '.join(RESUME_FIELDS)} may change")
+    try:
+        return P.apply_overrides(config, overrides).validate(), config
+    except ValueError as exc:
+        raise TrainingError(f"cannot resume: {exc}") from None
+
+
+def check_pretrained(run_dir, config, meta):
+    """``pretrained.h5`` (the model at the fork) must be there once the checkpoint
+    is at or past the fork: it was written before that checkpoint."""
+    fork = int(config.pretrain_updates)
+    if not (fork > 0 and config.chain_updates > 0 and int(meta["update"]) >= fork):
+        return
+    path = run_dir / "pretrained.h5"
+    try:
+        _, pre = load_run_checkpoint(path)
+    except CheckpointError as exc:
+        raise TrainingError(f"cannot resume: {exc} (pretrained.h5 is the model at the fork, "
+                            f"update {fork:,}; put the run's copy back, or start the run "
+                            f"again in a new folder)") from None
+    if int(pre.get("update", -1)) != fork:
+        raise TrainingError(f"cannot resume: {path} holds update {pre.get('update')}, not the "
+                            f"fork's {fork:,}; put the run's copy back, or start the run again")

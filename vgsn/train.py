@@ -13,10 +13,10 @@ A run, one update counter ``u`` over both phases
   VAE (branch ``vae``). The two take their updates in turn, one each per ``u``,
   so their rows line up in the metrics.
 
-Schedules are pure functions of the update index: :func:`lr_at` (linear warm-up,
-then x decay every N updates) and :func:`kl_weight_at` (1 -> lambda linearly);
-:meth:`Run.set_schedules` writes them into the models' hyperparameters before
-every update (the loop never sets the model's; this is the one place).
+Schedules are pure functions of the update index (``vgsn.schedules``: ``lr_at``,
+``kl_weight_at``, ``vae_hyper_at``); :meth:`Run.set_schedules` writes them into the
+models' hyperparameters before every update (the loop never sets the model's; this
+is the one place). The data and their digest come from ``vgsn.rundata``.
 
 Every noise is drawn on the host from seeded NumPy generators whose states are
 checkpointed, so a resumed run writes the metrics files and the parameters bit
@@ -29,7 +29,6 @@ Hooks
 poison an update or to SIGKILL the process; real runs pass none.
 """
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,134 +38,19 @@ import numpy as np
 from vgsn import presets as P
 from vgsn import runeval, snapshots
 from vgsn import backend
-from vgsn.checkpoints import CheckpointError, load_run_checkpoint, save_run_checkpoint
+from vgsn.checkpoints import CheckpointError, save_run_checkpoint
 from vgsn.datasets import DatasetError, load_dataset, resolve_data_dir
+from vgsn.rundata import data_digest, load_data
+from vgsn.schedules import kl_weight_at, lr_at, vae_hyper_at
 from vgsn.models import OneStageModel, VCGLoop
 from vgsn.nets import MaxoutGuide
 from vgsn.runfiles import (Diverged, Interrupted, Metrics, Progress, RunLog, TrainingError,
-                           RESUME_FIELDS, WriteFailed, check_out, rewind, write_timing)
+                           WriteFailed, check_out, check_pretrained,
+                           open_checkpoint, resume_config, rewind, write_timing)
 from vgsn.report import write_report
 
 __all__ = ["TrainingError", "Diverged", "Interrupted", "Hooks", "lr_at", "kl_weight_at",
            "load_data", "Run", "run", "resume", "load_models"]
-
-
-# ---------------------------------------------------------------------------
-# schedules (pure functions of the update index within a phase)
-# ---------------------------------------------------------------------------
-
-def lr_at(update, base, warmup=0, decay=1.0, decay_every=0):
-    """Learning rate for the 0-based ``update`` of a phase.
-
-    ``base * min(1, (update + 1) / warmup) * decay ** (update // decay_every)``;
-    ``warmup = 0`` skips the warm-up and ``decay_every = 0`` never decays
-    (SPEC.md section 6: MNIST 5e-4, warm-up 10k, x0.9 every 20k).
-    """
-    update = int(update)
-    if update < 0:
-        raise ValueError(f"update must be >= 0, got {update}")
-    scale = 1.0 if warmup <= 0 else min(1.0, (update + 1) / float(warmup))
-    drops = update // int(decay_every) if decay_every > 0 else 0
-    return float(base) * scale * float(decay) ** drops
-
-
-def kl_weight_at(update, lam, warmup=0, start=1.0):
-    """Eq. 5's lambda at ``update``: linear from ``start`` to ``lam`` over ``warmup``
-    updates (the 2015 MNIST code's ``1 + scale * (lam - 1)``, ``scale = min(1, update /
-    warmup)``; its TFD script's ``scale * lam`` is ``start=0``)."""
-    update = int(update)
-    if update < 0:
-        raise ValueError(f"update must be >= 0, got {update}")
-    if warmup <= 0:
-        return float(lam)
-    return float(start) + min(1.0, update / float(warmup)) * (float(lam) - float(start))
-
-
-def vae_hyper_at(c, u):
-    """The 1-step VAE's hyperparameters at update ``u`` of preset ``c``: the
-    pre-training schedule, which the ``vae`` branch continues after the fork."""
-    return dict(lr=lr_at(u, c.pretrain_lr, c.pretrain_warmup, c.pretrain_lr_decay,
-                         c.pretrain_lr_decay_every),
-                lam_kl=kl_weight_at(u, c.lam_kl, c.kl_warmup, c.kl_warmup_from),
-                gamma_kl=c.gamma_kl,
-                l2=c.pretrain_l2)
-
-
-# ---------------------------------------------------------------------------
-# data
-# ---------------------------------------------------------------------------
-
-def load_data(config, data_dir=None):
-    """Load the config's dataset, falling back as the demo presets allow: only when
-    the data are absent, never when a file is there but broken (that is said), and
-    never for a dataset named on the command line (``vgsn.cli`` clears the fallback).
-
-    Returns
-    -------
-    data : vgsn.datasets.Dataset
-    note : str or None
-        Why a fallback was used ("mnist not found in <folder>"), said to the user
-        and written in the report.
-
-    Raises
-    ------
-    TrainingError
-        The dataset is missing and no fallback applies (the message says where
-        it was looked for and what the alternatives are), or it is broken.
-    """
-    name = config.dataset
-    fallbacks = [f for f in (config.fallback_dataset or "").split(",") if f]
-    options = {"fold": config.tfd_fold} if name == "tfd" else {}
-    if name == "mnist":
-        # The demos never touch the network: MNIST is used when it is on disk.
-        options = dict(download=not fallbacks, progress=sys.stderr.isatty())
-    try:
-        return load_dataset(name, data_dir, **options), None
-    except DatasetError as exc:
-        first = exc
-    if not _absent(first):
-        # Broken data is never papered over by a stand-in: the user must know.
-        raise TrainingError(str(first)) from None
-    for alt in fallbacks:
-        try:
-            data = load_dataset(alt, data_dir)
-        except DatasetError:
-            continue
-        return data, f"{name} not found in {resolve_data_dir(data_dir)}"
-    if name == "tfd":
-        raise TrainingError(
-            f"{str(first).split('. Fix')[0]}. TFD is not public: if you have it, point --data-dir "
-            f"at the folder holding TFD_48x48.mat; otherwise run on a public face stand-in: "
-            f"--dataset olivetti (olivettifaces.mat) or --dataset frey (frey_rawface.mat), "
-            f"see data/README.md") from None
-    raise TrainingError(str(first)) from None
-
-
-def _absent(exc):
-    """True when a ``DatasetError`` says the data are not there at all (a file not
-    found), not that a file is there but damaged or wrong."""
-    missing = getattr(exc, "missing", None)     # a loader that says so outright
-    if missing is not None:
-        return bool(missing)
-    text = str(exc).split(". Fix")[0]
-    return "not found" in text and not any(w in text for w in ("md5", "corrupt", "truncated"))
-
-
-def data_digest(data):
-    """sha256 of a dataset's content: the three splits' pixels and the image shape.
-    A checkpoint records it; resuming on other data refuses."""
-    import hashlib
-
-    h = hashlib.sha256(f"{tuple(data.image_shape)}".encode())
-    for part in ("train", "valid", "test"):
-        x = np.ascontiguousarray(getattr(data, part))
-        h.update(f"|{part}|{x.dtype.str}|{x.shape}|".encode())
-        h.update(x.tobytes())
-    return h.hexdigest()
-
-
-def _first(X, n):
-    return X if n is None else X[:int(n)]
 
 
 # ---------------------------------------------------------------------------
@@ -609,51 +493,6 @@ def run(config, out, data_dir=None, quiet=False, hooks=None):
     return r.train()
 
 
-def _open_checkpoint(path, what):
-    try:
-        return load_run_checkpoint(path)
-    except CheckpointError as exc:
-        raise TrainingError(f"{what}{exc}") from None
-
-
-def _resume_config(meta, overrides, where):
-    """The checkpoint's config with the ``overrides`` a resume may apply
-    (``runfiles.RESUME_FIELDS``); one-line ``TrainingError`` otherwise."""
-    try:
-        config = P.Preset.from_dict(meta["config"]).validate()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TrainingError(f"cannot resume: {where}: the stored settings do not load "
-                            f"({exc})") from None
-    overrides = dict(overrides or {})
-    fixed = sorted(set(overrides) - set(RESUME_FIELDS))
-    if fixed:
-        raise TrainingError(f"cannot resume with --set {', '.join(fixed)}: it changes the "
-                            f"trained state or the run's files; on resume only "
-                            f"{', '.join(RESUME_FIELDS)} may change")
-    try:
-        return P.apply_overrides(config, overrides).validate(), config
-    except ValueError as exc:
-        raise TrainingError(f"cannot resume: {exc}") from None
-
-
-def _check_pretrained(run_dir, config, meta):
-    """``pretrained.h5`` (the model at the fork) must be there once the checkpoint
-    is at or past the fork: it was written before that checkpoint."""
-    fork = int(config.pretrain_updates)
-    if not (fork > 0 and config.chain_updates > 0 and int(meta["update"]) >= fork):
-        return
-    path = run_dir / "pretrained.h5"
-    try:
-        _, pre = load_run_checkpoint(path)
-    except CheckpointError as exc:
-        raise TrainingError(f"cannot resume: {exc} (pretrained.h5 is the model at the fork, "
-                            f"update {fork:,}; put the run's copy back, or start the run "
-                            f"again in a new folder)") from None
-    if int(pre.get("update", -1)) != fork:
-        raise TrainingError(f"cannot resume: {path} holds update {pre.get('update')}, not the "
-                            f"fork's {fork:,}; put the run's copy back, or start the run again")
-
-
 def resume(run_dir, quiet=False, hooks=None, overrides=None):
     """Continue the run in ``run_dir`` from its checkpoint, exactly as if it had
     never stopped; returns the report's path. A finished run is evaluated and
@@ -678,8 +517,8 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
                                 f"run again in a new folder")
         raise TrainingError(f"cannot resume {run_dir}: no checkpoint.h5 there (not a run "
                             f"folder?)")
-    arrays, meta = _open_checkpoint(ckpt, "cannot resume: ")
-    config, before = _resume_config(meta, overrides, ckpt)
+    arrays, meta = open_checkpoint(ckpt, "cannot resume: ")
+    config, before = resume_config(meta, overrides, ckpt)
     try:
         data = load_dataset(config.dataset, meta.get("data_dir"),
                             **({"fold": config.tfd_fold} if config.dataset == "tfd" else {}))
@@ -695,7 +534,7 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
                             f"was trained on (content digest {data_digest(data)[:12]}, the "
                             f"checkpoint's {recorded[:12]}); put the original files back, or "
                             f"start a new run")
-    _check_pretrained(run_dir, config, meta)
+    check_pretrained(run_dir, config, meta)
     try:
         r = Run(config, run_dir, data, meta.get("data_note"), meta.get("data_dir"), quiet, hooks)
         r._data_digest = recorded
@@ -733,7 +572,7 @@ def load_models(path):
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.h5"
-    arrays, meta = _open_checkpoint(path, "")
+    arrays, meta = open_checkpoint(path, "")
     c = P.Preset.from_dict(meta["config"])
     models = {}
     for prefix in ("model", "vae"):
