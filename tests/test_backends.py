@@ -122,6 +122,26 @@ def test_evaluation_agrees_on_c_and_jax():
         _close(a, b, "iwll")
 
 
+def test_momentum_set_before_the_jax_train_step_is_built_is_kept():
+    """In the JAX mode the guided train_step (and with it sgd's velocities) is built at
+    its first call; a state loaded before that (a resume) must keep its momentum."""
+    X = _data()
+    a = _loop(_model("jax"), "jax")
+    for _ in range(2):
+        a.train_step(X[:4], X[4:10])
+    saved = a.get_state()
+    assert any(k.endswith(".velocity") and np.abs(v).max() > 0 for k, v in saved.items())
+    b = _loop(_model("jax"), "jax")
+    b.set_state(saved)
+    assert sorted(b.get_state()) == sorted(saved)       # kept until the step is built
+    b.rng.bit_generator.state = a.rng.bit_generator.state
+    ra, rb = a.train_step(X[:4], X[4:10]), b.train_step(X[:4], X[4:10])
+    assert ra["gen_cost"] == rb["gen_cost"]
+    sa, sb = a.get_state(), b.get_state()
+    for k in sa:
+        np.testing.assert_array_equal(sa[k], sb[k], err_msg=k)
+
+
 def test_numba_guided_update_runs_and_agrees_with_c():
     """Numba compiles slowly (minutes cold for the guided update even at these sizes;
     its disk cache makes a second run quick), so one smoke test: the guided update."""

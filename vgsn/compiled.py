@@ -122,10 +122,31 @@ class Compiled:
         return self._trained() + list(self.velocities) + self.hyper.variables()
 
     def get_state(self):
-        """dict name -> array copy of ``state_variables()``."""
-        return {v.name: np.array(v.get_value()) for v in self.state_variables()}
+        """dict name -> array copy of ``state_variables()`` (and of any momentum
+        loaded by ``set_state`` whose variables the train step has not made yet)."""
+        state = {v.name: np.array(v.get_value()) for v in self.state_variables()}
+        for name, value in getattr(self, "_pending_velocities", {}).items():
+            state.setdefault(name, np.array(value))
+        return state
 
     def set_state(self, values, strict=True):
         """Load arrays by name (shapes must match); with ``strict`` every trained
-        parameter must be present."""
+        parameter must be present.
+
+        Momentum values whose variables do not exist yet (``sgd`` makes them when
+        the train step is built, which in the JAX mode is at its first call, once
+        its row counts are known) are kept and loaded the moment they are made
+        (``_velocities_made``), so a resumed run never restarts its momentum."""
+        known = {v.name for v in self.state_variables()}
+        self._pending_velocities = {k: np.array(v) for k, v in values.items()
+                                    if k not in known and k.endswith(".velocity")}
         _load_state(self.state_variables(), self._trained(), values, strict, self._OWNER)
+
+    def _velocities_made(self):
+        """Called by ``_build`` right after ``sgd`` made ``self.velocities``: load
+        the momentum a ``set_state`` kept for them."""
+        pending = getattr(self, "_pending_velocities", None)
+        if pending:
+            _load_state(self.velocities, [], pending, False, self._OWNER)
+            made = {v.name for v in self.velocities}
+            self._pending_velocities = {k: v for k, v in pending.items() if k not in made}

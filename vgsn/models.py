@@ -174,6 +174,7 @@ class OneStageModel(Compiled):
             updates, self.velocities = sgd(
                 grads, self.params, self.hyper.lr, momentum=self.config["momentum"],
                 max_norm=self.config["max_norm"], velocities=self.velocities or None)
+            self._velocities_made()
             # Keep intermediate buffers between calls (no fresh allocation and page
             # faults for every 500 x 1500 activation each update).
             return graphcache.function([x, eps], [cost, T.mean(nll), T.mean(kl), l2],
@@ -531,6 +532,7 @@ class VCGLoop(Compiled):
                                  velocity_prefix="vcg.")
         updates.update(g_updates)
         self.velocities = v_gen + v_guide
+        self._velocities_made()
         zero = np.float32(0.0)
         acc = np.float32(0.5) * (T.mean(T.gt(f_data, zero)) + T.mean(T.lt(f_gen, zero)))
         outputs = [guide_loss, gen_loss, vae_cost, guide_cost, chain_cost + l2, l2,
