@@ -175,3 +175,9 @@ def dropout_mask(rng, shape, drop):
         gen.random(dtype=np.float32, out=block)
         np.multiply(block >= drop, scale, out=block)
     return _fill_rows(rng, shape, fill)
+
+
+def output_bias_from_mean(x_mean):
+    """The 2015 init of p's output bias: logit(0.9 * mean_pixel + 0.05), per pixel."""
+    m = 0.9 * np.clip(np.asarray(x_mean, np.float64), 0.0, 1.0) + 0.05
+    return np.log(m / (1.0 - m)).astype(floatX)

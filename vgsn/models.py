@@ -1,4 +1,4 @@
-"""The models: ``OneStageModel`` (the VAE of Eq. 3 / Eq. 5).
+"""The models: ``OneStageModel`` (the VAE of Eq. 3 / Eq. 5) and ``VCGLoop`` (Sec. 5-6).
 
 A model owns its networks, a ``HyperParams`` collection that schedules change
 between steps, and a NumPy random generator that draws every noise its
@@ -21,18 +21,13 @@ from vgsn.backend import T, floatX, function, grad
 from vgsn.bptt import chain_gradients
 from vgsn.chain import apply_control, chain_forward, control_arrays, step_weights
 from vgsn.compiled import Compiled, as_rows
+from vgsn.layers import output_bias_from_mean
 from vgsn.nets import InfNet
 from vgsn.options import BPTT_MODES, GENERATOR_LOSSES, L2_TARGETS, UNROLLS, X_TYPES, check
 from vgsn.updates import HyperParams, l2_penalty, sgd
 
 __all__ = ["OneStageModel", "VCGLoop", "output_bias_from_mean", "X_TYPES", "L2_TARGETS",
            "BPTT_MODES"]
-
-
-def output_bias_from_mean(x_mean):
-    """The 2015 init of p's output bias: logit(0.9 * mean_pixel + 0.05), per pixel."""
-    m = 0.9 * np.clip(np.asarray(x_mean, np.float64), 0.0, 1.0) + 0.05
-    return np.log(m / (1.0 - m)).astype(floatX)
 
 
 class OneStageModel(Compiled):
