@@ -221,6 +221,104 @@ def test_bad_missing_mnist_without_download(tmp_path):
         load_dataset('mnist', tmp_path, source='csv')
 
 
+# --------------------------------------------------------------------------- absent or broken
+
+def _error_of(call):
+    with pytest.raises(DatasetError) as info:
+        call()
+    return info.value
+
+
+def _truncate(path, keep=-30):
+    path.write_bytes(path.read_bytes()[:keep])
+
+
+def _only(folder, stem):
+    (folder / (stem + '.gz')).unlink()
+
+
+@pytest.mark.parametrize('damage, missing', [
+    (None, True),                                             # no folder at all
+    (lambda f: _only(f, 't10k-labels-idx1-ubyte'), True),     # one of the four files absent
+    (lambda f: _truncate(f / 'train-images-idx3-ubyte.gz'), False),
+    (lambda f: (f / 't10k-labels-idx1-ubyte.gz').write_bytes(b''), False),
+    (lambda f: write(f / 't10k-images-idx3-ubyte', idx_bytes(np.zeros((8, 28, 27), np.uint8)), True),
+     False),
+    (lambda f: write(f / 'train-labels-idx1-ubyte', idx_bytes(np.zeros(29, np.uint8)), True), False),
+])
+def test_missing_is_true_only_when_the_data_are_absent(tmp_path, damage, missing):
+    folder = tmp_path / 'data'
+    if damage is not None:
+        make_mnist(folder)
+        damage(folder)
+    err = _error_of(lambda: load_dataset('mnist', folder, download=False, verify=False,
+                                         valid_size=6))
+    assert err.missing is missing, str(err)
+    assert isinstance(err.missing, bool)
+
+
+def test_missing_for_single_files_and_names(tmp_path):
+    make_mnist(tmp_path)
+    assert _error_of(lambda: read_idx(tmp_path / 'nothing.gz')).missing is True
+    assert _error_of(lambda: load_dataset('mnist', tmp_path, source='pkl')).missing is True
+    assert _error_of(lambda: load_dataset('olivetti', tmp_path,
+                                          path=tmp_path / 'none.mat')).missing is True
+    assert _error_of(lambda: read_idx(tmp_path / 'train-images-idx3-ubyte.gz',
+                                      md5='0' * 32)).missing is False
+    (tmp_path / 'olivettifaces.mat').write_bytes(b'MATLAB 5.0 garbage')
+    assert _error_of(lambda: load_dataset('olivetti', tmp_path)).missing is False
+    # A bad name or option is the caller's mistake, not absent data: no fallback.
+    assert _error_of(lambda: load_dataset('cifar', tmp_path)).missing is False
+    assert _error_of(lambda: load_dataset('mnist', tmp_path, source='csv')).missing is False
+    assert _error_of(lambda: load_dataset('digits', tmp_path, fold=1)).missing is False
+    # The attribute survives pickling (a sweep worker's error crosses processes).
+    again = pickle.loads(pickle.dumps(DatasetError('x: file not found. Fix: y', missing=True)))
+    assert again.missing is True and str(again) == 'x: file not found. Fix: y'
+    assert DatasetError('plain').missing is False
+
+
+def _quick_config():
+    from vgsn import presets
+    return presets.get_preset('quick')
+
+
+def test_the_demo_falls_back_to_the_digits_only_when_mnist_is_absent(tmp_path):
+    from vgsn.rundata import load_data
+    config = _quick_config()
+    assert (config.dataset, config.fallback_dataset) == ('mnist', 'digits')
+    absent = tmp_path / 'absent'
+    data, note = load_data(config, absent)
+    assert data.name == 'digits' and note == f"mnist not found in {absent}"
+    assert not absent.exists()              # the demo never downloads, so never makes it
+    # The same folder with a partial MNIST (a file absent): still absent, still the digits.
+    make_mnist(absent)
+    _only(absent, 'train-labels-idx1-ubyte')
+    assert load_data(config, absent)[0].name == 'digits'
+
+
+def test_a_truncated_mnist_is_said_not_replaced(tmp_path, capsys):
+    from vgsn import cli
+    from vgsn.rundata import load_data
+    from vgsn.runfiles import TrainingError
+    folder = tmp_path / 'data'
+    make_mnist(folder)
+    path = folder / 'train-images-idx3-ubyte.gz'    # read first: cut before its md5 is checked
+    _truncate(path)
+    with pytest.raises(TrainingError) as info:
+        load_data(_quick_config(), folder)
+    message = str(info.value)
+    assert message.startswith(f'{path}: truncated or corrupt gzip') and '\n' not in message
+    assert 'Fix: ' in message
+    # Through the run script: one line naming the file, the status of a data error
+    # (README "What each failure prints": 1), nothing written.
+    out = tmp_path / 'run'
+    assert cli.cli_main(['--quick', '--data-dir', str(folder), '--out', str(out), '--quiet'],
+                        'mnist') == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('run_mnist.py: error: ') and str(path) in err[0]
+    assert not out.exists()
+
+
 def test_bad_empty_file(tmp_path):
     make_mnist(tmp_path)
     path = tmp_path / 'train-images-idx3-ubyte.gz'
@@ -383,6 +481,7 @@ def test_download_failure_leaves_nothing(tmp_path, server, mode, reason):
         fetch('f.gz', folder, [f'{server}/{mode}/'], md5=md5, progress=False)
     assert str(folder / 'f.gz') in str(info.value) and 'VGSN_DATA' in str(info.value)
     assert os.listdir(folder) == []  # no file, no .part
+    assert info.value.missing is True  # nothing on disk: absent, whatever the mirror sent
     with pytest.raises(DatasetError):
         fetch('f.gz', tmp_path / 'never', [f'{server}/{mode}/'], md5=md5, progress=False)
     assert not (tmp_path / 'never').exists()
@@ -392,8 +491,9 @@ def test_download_never_overwrites(tmp_path, server):
     md5 = _served(server, 'f.gz', gzip.compress(b'new'))
     path = tmp_path / 'f.gz'
     path.write_bytes(b'precious')
-    with pytest.raises(DatasetError, match='never overwritten'):
+    with pytest.raises(DatasetError, match='never overwritten') as info:
         fetch('f.gz', tmp_path, [f'{server}/good/'], md5=md5)
+    assert info.value.missing is False
     assert_untouched(path, b'precious')
 
 

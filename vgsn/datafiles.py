@@ -23,7 +23,30 @@ DATA_README = 'data/README.md in the vgsn repository'
 
 class DatasetError(ValueError):
     """A dataset file is missing, unreadable or not what it claims; the message
-    names the file and the fix."""
+    names the file and the fix.
+
+    Parameters
+    ----------
+    message : str
+        One line: the file, what is wrong, ``Fix: ...``.
+    missing : bool
+        Whether the data are absent (see the attribute).
+
+    Attributes
+    ----------
+    missing : bool
+        True when the data are not there at all: no file where they were looked
+        for (and, where a download was allowed, none could be fetched). False
+        when a file is there but empty, truncated, corrupt or of the wrong shape,
+        and for a bad name or option. The demo presets fall back to a stand-in
+        dataset only when it is True (``vgsn.rundata.load_data``): a broken file
+        must be said, never papered over.
+    """
+
+    def __init__(self, message, *, missing=False):
+        super().__init__(message)
+        # Kept in __dict__, so a pickled error (a sweep's worker) keeps it too.
+        self.missing = bool(missing)
 
 
 @dataclasses.dataclass(repr=False)
@@ -104,7 +127,7 @@ def _read_file(path, fix):
     """The bytes of ``path``, gunzipped if they are gzip (by content, not name)."""
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: file not found. Fix: {fix}")
+        raise DatasetError(f"{path}: file not found. Fix: {fix}", missing=True)
     data = path.read_bytes()
     if not data:
         raise DatasetError(f"{path}: file is empty (0 bytes). Fix: {fix}")

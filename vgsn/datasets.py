@@ -20,7 +20,9 @@ The data folder is ``data_dir`` if given, else ``$VGSN_DATA``, else ``./data``
 download tries :data:`MNIST_MIRRORS` in turn, writes to a ``.part`` file,
 checks the md5 of the decompressed bytes and only then renames it into place.
 Every problem with a file raises :class:`DatasetError`, one line naming the
-file and the fix; nothing here deletes or overwrites a file it did not write.
+file and the fix; its ``missing`` is True when the data are absent (not found,
+not downloadable) and False when a file is there but broken. Nothing here
+deletes or overwrites a file it did not write.
 
 The shared pieces (:class:`Dataset`, :class:`DatasetError`, the data folder, file
 reading) live in :mod:`vgsn.datafiles`, the face readers in :mod:`vgsn.faces`;
@@ -187,7 +189,8 @@ def fetch(filename, folder, mirrors=MNIST_MIRRORS, *, md5=None, progress=True, t
         folder.rmdir()  # leave no trace of a download that never happened
     raise DatasetError(f"{dest}: could not download it ({'; '.join(failures) or 'no mirrors given'}). "
                        f"Fix: fetch {filename} yourself into {folder} (see {DATA_README}), "
-                       f"or point data_dir / --data-dir / VGSN_DATA at a folder that has it")
+                       f"or point data_dir / --data-dir / VGSN_DATA at a folder that has it",
+                       missing=True)   # nothing on disk: absent, whatever the mirrors did
 
 
 def _download(url, dest, md5, progress, timeout):
@@ -285,14 +288,15 @@ def load_mnist(data_dir=None, *, source='auto', download=True, verify=True,
     if source == 'pkl':
         if pkl is None:
             raise DatasetError(f"{folder / 'mnist.pkl.gz'}: file not found. Fix: put the Theano "
-                               f"tutorial's mnist.pkl.gz there, or use source='idx'")
+                               f"tutorial's mnist.pkl.gz there, or use source='idx'", missing=True)
         return _mnist_from_pickle(pkl)
 
     missing = [stem for stem, path in idx.items() if path is None]
     if missing and not download:
         raise DatasetError(f"{folder}: MNIST not found (missing {', '.join(missing)}; no mnist.pkl.gz). "
                            f"Fix: put the IDX files or mnist.pkl.gz there (see {DATA_README}), "
-                           f"point data_dir / --data-dir / VGSN_DATA at them, or allow download")
+                           f"point data_dir / --data-dir / VGSN_DATA at them, or allow download",
+                           missing=True)
     for stem in missing:
         idx[stem] = fetch(stem + '.gz', folder, mirrors, md5=MNIST_MD5[stem], progress=progress)
 

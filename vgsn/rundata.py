@@ -39,7 +39,7 @@ def load_data(config, data_dir=None):
         return load_dataset(name, data_dir, **options), None
     except DatasetError as exc:
         first = exc
-    if not _absent(first):
+    if not first.missing:
         # Broken data is never papered over by a stand-in: the user must know.
         raise TrainingError(str(first)) from None
     for alt in fallbacks:
@@ -55,16 +55,6 @@ def load_data(config, data_dir=None):
             f"--dataset olivetti (olivettifaces.mat) or --dataset frey (frey_rawface.mat), "
             f"see data/README.md") from None
     raise TrainingError(str(first)) from None
-
-
-def _absent(exc):
-    """True when a ``DatasetError`` says the data are not there at all (a file not
-    found), not that a file is there but damaged or wrong."""
-    missing = getattr(exc, "missing", None)     # a loader that says so outright
-    if missing is not None:
-        return bool(missing)
-    text = str(exc).split(". Fix")[0]
-    return "not found" in text and not any(w in text for w in ("md5", "corrupt", "truncated"))
 
 
 def data_digest(data):
