@@ -280,7 +280,7 @@ def test_guided_loop_from_2015_files(files, images):
         assert not np.array_equal(before[p.name], after[p.name]), p.name
 
 
-def test_compare_cli_prints_the_terms(files, gaussian_model, images, tmp_path):
+def test_compare_cli_prints_the_terms(files, gaussian_model, images, tmp_path, capsys):
     np.save(tmp_path / "x.npy", images)
     out = io.StringIO()
     res = compare_main(["--q", str(files["paths"]["q", "py2", "pkl.gz"]),
@@ -293,10 +293,31 @@ def test_compare_cli_prints_the_terms(files, gaussian_model, images, tmp_path):
     mean_line = [ln for ln in text.splitlines() if ln.strip().startswith("mean")][0]
     assert f"{np.mean(nll_ref):.4f}" in mean_line and f"{np.mean(kl_ref):.4f}" in mean_line
     assert "shared log-variance" in text and "nll(2 z)" in text
-    with pytest.raises(SystemExit, match="swapped"):
-        compare_main(["--q", str(files["paths"]["p", "py2", "pkl"]),
-                      "--p", str(files["paths"]["q", "py2", "pkl"]),
-                      "--images", str(tmp_path / "x.npy")], out=io.StringIO())
+    # A bad input is one line naming the file and the fix, exit status 2 (README).
+    capsys.readouterr()
+    x_dim = files["objects"]["q"][1]["shared_config"][0]
+    pair = ["--q", str(files["paths"]["q", "py2", "pkl.gz"]),
+            "--p", str(files["paths"]["p", "py3", "pkl"]), "--x-type", "gaussian"]
+    swapped = ["--q", str(files["paths"]["p", "py2", "pkl"]),
+               "--p", str(files["paths"]["q", "py2", "pkl"]), "--images", str(tmp_path / "x.npy")]
+    bad = tmp_path / "bad.npy"
+    for argv, array, needle in [
+            (swapped, None, "pixels per image, but q expects"),
+            (pair, images[:, :x_dim - 1], f"{x_dim - 1} pixels per image, but q expects {x_dim}"),
+            (pair, images * 3 + 0.5, "values outside [0, 1] (min "),
+            (pair, images - 1.5, "Fix: scale the images to [0, 1]")]:
+        if array is not None:
+            np.save(bad, array)
+            argv = argv + ["--images", str(bad)]
+        with pytest.raises(SystemExit) as exit_:
+            compare_main(argv, out=io.StringIO())
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"python -m vgsn.compare: error: {argv[-1]}: ")
+        assert needle in err[0] and "Fix: " in err[0], err[0]
+    with pytest.raises(SystemExit) as exit_:
+        compare_main(swapped + ["--rows", "0"], out=io.StringIO())
+    assert exit_.value.code == 2 and "--rows 0: must be >= 1" in capsys.readouterr().err
 
 
 # ---- mismatches and malicious files ---------------------------------------------

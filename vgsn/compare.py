@@ -47,7 +47,8 @@ def _parser():
 
 
 class InputError(Exception):
-    """An input file that does not fit; ``main`` prints the one-line message and exits 2."""
+    """An input that does not fit; ``main`` prints the one-line message (the file or
+    value, what is wrong, the fix) and exits 2."""
 
 
 def _images(args, x_dim):
@@ -77,14 +78,16 @@ def _images(args, x_dim):
         X = getattr(load_mnist(args.mnist, download=False), args.split)
         where = f"MNIST {args.split} ({args.mnist})"
     if X.shape[1] != x_dim:
-        raise SystemExit(f"error: {where} has {X.shape[1]} pixels per image but q expects "
-                         f"{x_dim} (are --q and --p swapped?)")
+        raise InputError(f"{where}: {X.shape[1]} pixels per image, but q expects {x_dim}. "
+                         f"Fix: give images of {x_dim} pixels, or check --q and --p "
+                         f"(swapped?)")
     if X.size and (X.min() < 0.0 or X.max() > 1.0):
-        raise SystemExit(f"error: {where} has values outside [0, 1] (min {X.min()}, max {X.max()})")
+        raise InputError(f"{where}: values outside [0, 1] (min {X.min():g}, max {X.max():g}). "
+                         f"Fix: scale the images to [0, 1] (a uint8 file is divided by 255)")
     if args.rows is not None:
         X = X[:args.rows]
     if not len(X):
-        raise SystemExit(f"error: {where} holds no images")
+        raise InputError(f"{where}: holds no images. Fix: give a file with at least one image")
     return X, where
 
 
@@ -131,18 +134,27 @@ def compare(args, out=sys.stdout):
 
 
 def main(argv=None, out=sys.stdout):
+    """The command line: prints the comparison; a bad input is one line on stderr and
+    exit status 2 (as every bad input of vgsn), an argparse usage error too."""
     args = _parser().parse_args(argv)
-    if args.samples < 0 or args.show < 0 or (args.rows is not None and args.rows < 1):
-        raise SystemExit("error: --samples and --show must be >= 0 and --rows >= 1")
     try:
+        for flag, value, least in (("--samples", args.samples, 0), ("--show", args.show, 0),
+                                   ("--rows", args.rows, 1)):
+            if value is not None and value < least:
+                raise InputError(f"{flag} {value}: must be >= {least}. Fix: give {flag} "
+                                 f"{least} or more")
         return compare(args, out=out)
     except InputError as exc:
-        print(f"python -m vgsn.compare: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _refuse(str(exc))
     except (ValueError, OSError, EOFError, zlib.error, pickle.UnpicklingError) as exc:
-        # files that do not fit; one line, whatever the library's message was
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SystemExit(f"error: {first}") from None
+        # files that do not fit (a 2015 file of the wrong layout, a broken MNIST file:
+        # their messages name the file); one line, whatever the library's message was
+        _refuse(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _refuse(message):
+    print(f"python -m vgsn.compare: error: {message}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
