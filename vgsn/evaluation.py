@@ -45,18 +45,18 @@ import math
 import numpy as np
 
 # Re-exported: callers import every evaluation name from vgsn.evaluation.
-from vgsn.parzen import (GPDE_PROTOCOLS, MNIST_SIGMAS, PAPER_MNIST_SIGMAS,  # noqa: F401
+from vgsn.parzen import (ENGINES, GPDE_PROTOCOLS, MNIST_SIGMAS, PAPER_MNIST_SIGMAS,  # noqa: F401
                          PAPER_MNIST_VAR_SIGMAS, PAPER_SIGMAS, PAPER_TFD_SIGMAS, TFD_SIGMAS,
                          _LOG_2PI, _as_2d, _rng, gpde, gpde_both, gpde_paper, model_gpde,
-                         parzen_gemm_flops, parzen_log_likelihood, parzen_summary,
-                         select_parzen_sigma)
+                         parzen_engine, parzen_gemm_flops, parzen_log_likelihood,
+                         parzen_summary, select_parzen_sigma)
 
 __all__ = [
     "MNIST_SIGMAS", "TFD_SIGMAS", "PAPER_MNIST_SIGMAS", "PAPER_MNIST_VAR_SIGMAS",
     "PAPER_TFD_SIGMAS", "PAPER_SIGMAS", "GPDE_PROTOCOLS", "parzen_log_likelihood",
     "select_parzen_sigma", "parzen_summary", "gpde", "gpde_paper", "gpde_both", "model_gpde",
     "fold_summary", "variational_bound", "importance_weighted_ll", "binarize",
-    "binarized_iwll", "iwll_kind", "parzen_gemm_flops",
+    "binarized_iwll", "iwll_kind", "parzen_gemm_flops", "parzen_engine", "ENGINES",
 ]
 
 

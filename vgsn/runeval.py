@@ -165,14 +165,20 @@ def eval_row(c, sets, scorer, model, branch, update, phase, final, rng, out):
     Returns
     -------
     dict
-        The columns of ``vgsn.runfiles.EVAL_COLUMNS`` this row has.
+        The columns of ``vgsn.runfiles.EVAL_COLUMNS`` this row has, and
+        ``gpde_engine`` (``'numpy'`` or ``'jax'``: where the GPDE ran,
+        ``ev.parzen_engine('auto')``), which ``metrics.jsonl`` keeps and
+        ``eval.csv`` does not list.
     """
     centres = np.asarray(model.sample_prior(int(c.gpde_samples), rng=rng(0)))
     row = {"update": update, "phase": phase, "branch": branch,
            "kind": "final" if final else "eval"}
+    # 'auto': on the JAX device in a JAX-mode run (float32), numpy float64 otherwise.
+    engine = ev.parzen_engine("auto")
     g = ev.gpde_both(centres, sets.gpde_valid, sets.gpde_test, sigmas=sets.sigmas,
-                     paper_sigmas=sets.paper_sigmas)
+                     paper_sigmas=sets.paper_sigmas, engine=engine)
     row.update(g)
+    row["gpde_engine"] = engine
     row["gpde_sigma_at_edge"] = bool(g["gpde_sigma_at_edge"])
     row["gpde_paper_sigma_at_edge"] = bool(g["gpde_paper_sigma_at_edge"])
     # The bound's two terms, from the same draws (variational_bound gives their sum).
