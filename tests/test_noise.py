@@ -96,3 +96,29 @@ def test_updates_ahead_reads_the_environment(monkeypatch):
     assert noise.updates_ahead() == 0
     monkeypatch.delenv("VGSN_NOISE_AHEAD")
     assert noise.updates_ahead(default=2) == 2
+
+
+class _Owner(noise.DrawsAhead):
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+
+    def _draw_noise(self, rows, cols):
+        return _update_noise(self._rng, rows, cols)
+
+
+def test_draws_ahead_owner_reads_rng_as_if_nothing_were_drawn_ahead(monkeypatch):
+    monkeypatch.setenv("VGSN_NOISE_AHEAD", "2")
+    a, b = _Owner(3), _Owner(3)
+    try:
+        for step in range(5):
+            _same(a.take_noise(32, 9), _update_noise(b.rng, 32, 9))
+            if step == 2:
+                # reading .rng (what a checkpoint does) sees the in-place consumer's state
+                assert a.rng.bit_generator.state == b.rng.bit_generator.state
+                assert a._ahead.queued() == 0
+        # a new generator (a resumed run's) replaces the old one and drops the queue
+        a.rng = np.random.default_rng(8)
+        b.rng = np.random.default_rng(8)
+        _same(a.take_noise(32, 9), _update_noise(b.rng, 32, 9))
+    finally:
+        a.close_noise()

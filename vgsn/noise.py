@@ -27,7 +27,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-__all__ = ["deferred_fills", "pending_jobs", "NoiseAhead", "updates_ahead"]
+__all__ = ["deferred_fills", "pending_jobs", "wait_all", "NoiseAhead", "DrawsAhead",
+           "updates_ahead"]
 
 _STATE = threading.local()
 
@@ -174,3 +175,40 @@ class NoiseAhead:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+class DrawsAhead:
+    """Mixin for an owner of a noise generator whose updates' noise may be drawn ahead.
+
+    The owner stores its generator as ``self.rng = ...`` and defines
+    ``_draw_noise(*key)``, which takes every number from ``self._rng``. ``take_noise(*key)``
+    gives the next update's noise (drawn :func:`updates_ahead` updates ahead);
+    reading ``self.rng`` (a checkpoint saving its state, a sampler, a test) first
+    cancels what was drawn ahead, so it always sees the generator where a run that
+    never drew ahead would have it.
+    """
+
+    _ahead = None
+
+    @property
+    def rng(self):
+        if self._ahead is not None:
+            self._ahead.cancel()
+        return self._rng
+
+    @rng.setter
+    def rng(self, value):
+        self.close_noise()
+        self._rng = value
+
+    def take_noise(self, *key):
+        """The noise of the next update for ``key`` (``_draw_noise(*key)``'s result)."""
+        if self._ahead is None:
+            self._ahead = NoiseAhead(self._rng, self._draw_noise, updates_ahead())
+        return self._ahead.take(*key)
+
+    def close_noise(self):
+        """Drop any noise drawn ahead (the generator put back) and stop its threads."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
