@@ -116,6 +116,12 @@ class Compiled:
             self._fn(name)
         return self
 
+    def sgd_momentum(self, constant):
+        """The momentum a train step uses: the shared ``hyper.momentum`` when this
+        object holds one (a scheduled momentum), else the Python float ``constant``
+        (folded into the graph as before)."""
+        return self.hyper.var("momentum") if "momentum" in self.hyper else constant
+
     def state_variables(self):
         """Every shared variable of the state, each with a unique name: the trained
         parameters, the momentum (once built) and the hyperparameters."""

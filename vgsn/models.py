@@ -24,7 +24,7 @@ from vgsn.compiled import Compiled, as_rows
 from vgsn.layers import output_bias_from_mean
 from vgsn.nets import InfNet
 from vgsn.options import BPTT_MODES, GENERATOR_LOSSES, L2_TARGETS, UNROLLS, X_TYPES, check
-from vgsn.updates import HyperParams, l2_penalty, sgd
+from vgsn.updates import HyperParams, check_momentum, l2_penalty, sgd
 
 __all__ = ["OneStageModel", "VCGLoop", "output_bias_from_mean", "X_TYPES", "L2_TARGETS",
            "BPTT_MODES"]
@@ -53,6 +53,9 @@ class OneStageModel(Compiled):
     momentum, max_norm : float
         SGD momentum beta (0 = plain SGD, the paper; 0.5 = the 2015 scripts) and
         the per-tensor gradient-norm clip (10).
+    momentum_scheduled : bool
+        Hold beta as the shared ``hyper.momentum`` (``vae.momentum``, from ``momentum``)
+        a schedule sets between steps; False (default): a constant of the compiled update.
     lr, lam_kl, gamma_kl, l2 : float
         Initial values of the shared hyperparameters ``self.hyper``: learning
         rate, Eq. 5's lambda and gamma, L2 weight decay on q and p.
@@ -66,8 +69,8 @@ class OneStageModel(Compiled):
 
     def __init__(self, x_dim, z_dim, q_hidden=(1500, 1500), p_hidden=(1500, 1500),
                  x_type="bernoulli", x_mean=None, init_scale=1.4, logvar_bound=6.0,
-                 batch_repeat=5, momentum=0.0, max_norm=10.0, lr=5e-4, lam_kl=1.0,
-                 gamma_kl=0.0, l2=1e-5, l2_on="weights", seed=0):
+                 batch_repeat=5, momentum=0.0, momentum_scheduled=False, max_norm=10.0, lr=5e-4,
+                 lam_kl=1.0, gamma_kl=0.0, l2=1e-5, l2_on="weights", seed=0):
         check("x_type", x_type, X_TYPES)
         check("l2_on", l2_on, L2_TARGETS)
         if int(batch_repeat) < 1:
@@ -76,8 +79,8 @@ class OneStageModel(Compiled):
             x_dim=int(x_dim), z_dim=int(z_dim), q_hidden=tuple(int(h) for h in q_hidden),
             p_hidden=tuple(int(h) for h in p_hidden), x_type=x_type, init_scale=float(init_scale),
             logvar_bound=float(logvar_bound), batch_repeat=int(batch_repeat),
-            momentum=float(momentum), max_norm=None if max_norm is None else float(max_norm),
-            l2_on=l2_on, seed=int(seed))
+            momentum=float(momentum), momentum_scheduled=bool(momentum_scheduled),
+            max_norm=None if max_norm is None else float(max_norm), l2_on=l2_on, seed=int(seed))
         self.x_dim, self.z_dim, self.x_type = int(x_dim), int(z_dim), x_type
         self.batch_repeat = int(batch_repeat)
         init_rng = np.random.default_rng([int(seed), 0])
@@ -91,7 +94,10 @@ class OneStageModel(Compiled):
             if x_mean.shape != (self.x_dim,):
                 raise ValueError(f"x_mean must have shape ({self.x_dim},), got {x_mean.shape}")
             self.p.mean_head.b.set_value(output_bias_from_mean(x_mean))
-        self.hyper = HyperParams(prefix="vae", lr=lr, lam_kl=lam_kl, gamma_kl=gamma_kl, l2=l2)
+        # A scheduled beta is a shared scalar; a constant one keeps its graph (and names).
+        sched = {"momentum": check_momentum(momentum)} if momentum_scheduled else {}
+        self.hyper = HyperParams(prefix="vae", lr=lr, lam_kl=lam_kl, gamma_kl=gamma_kl, l2=l2,
+                                 **sched)
         self.params = self.q.params + self.p.params
         self.velocities = []
         self._fns = {}
@@ -167,7 +173,7 @@ class OneStageModel(Compiled):
             grads, l2 = self.add_weight_decay(T.grad(vae, self.params))
             cost = vae + l2
             updates, self.velocities = sgd(
-                grads, self.params, self.hyper.lr, momentum=self.config["momentum"],
+                grads, self.params, self.hyper.lr, self.sgd_momentum(self.config["momentum"]),
                 max_norm=self.config["max_norm"], velocities=self.velocities or None)
             self._velocities_made()
             # Keep intermediate buffers between calls (no fresh allocation and page
@@ -308,13 +314,16 @@ class OneStageModel(Compiled):
     def _trained(self):
         return list(self.params)
 
-    def fork(self, seed=None):
+    def fork(self, seed=None, momentum_scheduled=None):
         """A new model with the same config and a copy of the parameters and
         hyperparameters (the paper's fork after pre-training); its noise comes from
-        ``seed`` (default: this model's seed + 1)."""
-        config = dict(self.config)
+        ``seed`` (default: this model's seed + 1), ``momentum_scheduled`` None: as here."""
+        config, hyper = dict(self.config), self.hyper.values()
         config["seed"] = config["seed"] + 1 if seed is None else int(seed)
-        other = OneStageModel(**config, **self.hyper.values())
+        if momentum_scheduled is not None:
+            config["momentum_scheduled"] = bool(momentum_scheduled)
+        config["momentum"] = hyper.pop("momentum", config["momentum"])   # beta as it is now
+        other = OneStageModel(**config, **hyper)
         other.set_state({p.name: p.get_value() for p in self.params})
         return other
 
@@ -405,8 +414,7 @@ class VCGLoop(Compiled):
         check("gen_loss", gen_loss, GENERATOR_LOSSES)
         check("bptt", bptt, BPTT_MODES)
         check("unroll", unroll, UNROLLS)
-        if not 0.0 <= float(momentum) < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        check_momentum(momentum)
         if int(data_rows) < 1:
             raise ValueError(f"data_rows must be >= 1, got {data_rows}")
         if getattr(guide, "n_in", None) is None:

@@ -43,7 +43,8 @@ set single fields (``--momentum 0.5``):
 field                    paper (default)                  2015 code (``code2015``)
 =======================  ===============================  ===============================
 ``momentum``             0.0 ("plain SGD")                0.5 (``mom_1=0.5``); TFD chain 0.9
-                                                          (``chain_momentum``)
+                                                          (``chain_momentum``), TFD pre-training
+                                                          0.5 then 0.9 from 50k, x min(1, u/5k)
 ``step_decay``           0.1: every step's VAE cost       MNIST script 0.0 (step 0
                          counts (Sec. 3 and 6 train p on  only), TFD script 0.1
                          the unrolled pairs), decaying
@@ -104,8 +105,9 @@ from vgsn.settings import (GPDE_HEADLINES, GUIDE_PENALTIES, MAX_UPDATES, PAPER_G
 
 __all__ = ["Preset", "PRESETS", "PAPER_GPDE", "REFERENCE_GPDE", "get_preset", "code2015",
            "preset_names", "apply_overrides", "parse_value", "quick_for",
-           "SCRIPT_PRESETS", "RENAMED", "CODE2015_TFD_UNDEFINED", "CHECK_PRESETS", "model_args", "chain_model_args", "rebuilt_at_fork",
-           "guide_args", "loop_args", "loop_seed", "paper_grid"]
+           "SCRIPT_PRESETS", "RENAMED", "CODE2015_TFD_UNDEFINED", "CHECK_PRESETS", "model_args",
+           "chain_model_args", "vae_branch_model_args", "rebuilt_at_fork", "guide_args",
+           "loop_args", "loop_seed", "paper_grid"]
 
 #: The paper's test-set GPDE (nats) per experiment (SPEC.md section 7).
 PAPER_GPDE = {"mnist2-ork": 265.0, "mnist2-var": 220.0, "mnist2-kl24": 330.0,
@@ -123,30 +125,41 @@ REFERENCE_GPDE = {
 # ---------------------------------------------------------------------------
 
 def model_args(c):
-    """``OneStageModel`` keyword arguments of preset ``c``: all but ``x_dim`` and
-    ``x_mean`` (the data's) and the scheduled hyperparameters ``lr``, ``lam_kl``,
-    ``gamma_kl``, ``l2`` (``vgsn.train`` sets them before every update)."""
+    """``OneStageModel`` keyword arguments of preset ``c`` (pre-training's model): all
+    but ``x_dim`` and ``x_mean`` (the data's) and the scheduled hyperparameters ``lr``,
+    ``lam_kl``, ``gamma_kl``, ``l2`` (``vgsn.train`` sets them before every update, and
+    ``momentum`` too when ``momentum_scheduled``, the one value not a field's own)."""
     def own(value, default):
         return default if value is None else value
     return dict(z_dim=c.z_dim, q_hidden=c.q_hidden, p_hidden=c.p_hidden,
                 x_type=own(c.pretrain_x_type, c.x_type), init_scale=c.init_scale,
                 logvar_bound=c.logvar_bound,
                 batch_repeat=own(c.pretrain_batch_repeat, c.batch_repeat),
-                momentum=own(c.pretrain_momentum, c.momentum), max_norm=c.max_norm,
+                momentum=own(c.pretrain_momentum, c.momentum),
+                momentum_scheduled=c.momentum_scheduled, max_norm=c.max_norm,
                 l2_on=c.l2_on, seed=c.seed)
 
 
 def chain_model_args(c):
     """``OneStageModel`` keyword arguments after the fork: :func:`model_args` with the
     chain's ``x_type``, ``batch_repeat`` and ``momentum`` (they differ only where a
-    preset sets ``pretrain_x_type`` / ``pretrain_batch_repeat`` / ``pretrain_momentum``)."""
+    preset sets ``pretrain_x_type`` / ``pretrain_batch_repeat`` / ``pretrain_momentum``),
+    momentum constant (the guided chain's updates use the loop's ``chain_momentum``)."""
     return dict(model_args(c), x_type=c.x_type, batch_repeat=c.batch_repeat,
-                momentum=c.momentum)
+                momentum=c.momentum, momentum_scheduled=False)
+
+
+def vae_branch_model_args(c):
+    """``OneStageModel`` keyword arguments of the ``vae`` branch (a fork of the chain's
+    model, seed + 1): :func:`chain_model_args` keeping pre-training's momentum schedule,
+    which the branch continues (``schedules.vae_hyper_at``)."""
+    return dict(chain_model_args(c), momentum_scheduled=c.momentum_scheduled)
 
 
 def rebuilt_at_fork(c):
     """True when the chain phase needs a model built anew (other x_type / batch_repeat /
-    momentum than pre-training), which then takes the pre-trained weights."""
+    momentum, or a momentum schedule, than pre-training), which then takes the
+    pre-trained weights."""
     return model_args(c) != chain_model_args(c)
 
 
@@ -328,9 +341,6 @@ CODE2015_TFD_UNDEFINED = (
     "settings are read from the chain function the script defines",
     "its KL weights (1 / 15 / 60, l. 425-434) are none of the paper's 5 or 30: the preset's "
     "lambda is kept",
-    "pre-training momentum 0.5 is kept throughout: the script's switch to 0.9 after 50k "
-    "updates and its momentum x warm-up factor (l. 196-201, 217) are not run (vgsn's "
-    "momentum is fixed when a model compiles)",
     "the TFD Parzen numbers of the paper era (WalkoutResults.check_tfd_walkout) chose sigma on "
     "fold 'all' validation rows; no test-split script survives",
 )
@@ -351,8 +361,12 @@ def code2015(preset):
     (l. 24, 121, 135); pre-training Bernoulli (l. 172), the chain Gaussian (l. 346;
     its shared log-variance starts training at the fork); pre-training batch
     400 x 6 (l. 103-104), chain 400 x 5 (l. 298-299), guide data 800 rows
-    (l. 380); momentum 0.5 in pre-training, 0.9 in the chain (l. 370); the KL
-    weight rising from 0 to lambda over 5k updates (l. 193, 219), gamma 0
+    (l. 380); the pre-training momentum schedule, now run: 0.5, then 0.9 from
+    update 50,000 (l. 196-201; the ``elif i < 10000`` branch, l. 198, never runs),
+    times min(1, u/5000) (``mom_1=scale*momentum``, l. 193, 216-217), held as the
+    model's shared ``vae.momentum`` (``pretrain_momentum_late``, ``_switch``,
+    ``_warmup``); the chain's momentum 0.9, constant (l. 369-370: not scaled); the
+    KL weight rising from 0 to lambda over 5k updates (l. 193, 219), gamma 0
     (``lam_kld_2=0.0``); a 5-step walkout chain with step decay 0.1 (l. 349-353);
     100k pre-training updates, after which the chain starts from that checkpoint
     and runs 100k updates (l. 336-337, 362); the occluded patch 25 x 25 (l. 406).
@@ -366,7 +380,8 @@ def code2015(preset):
         changes.update(z_dim=50, q_hidden=(1500, 1500), p_hidden=(1500, 1500),
                        pretrain_x_type="bernoulli", x_type="gaussian", batch_size=400,
                        pretrain_batch_repeat=6, batch_repeat=5, steps=5, data_rows=800,
-                       pretrain_momentum=0.5, chain_momentum=0.9, kl_warmup=5000,
-                       kl_warmup_from=0.0, gamma_kl=0.0, pretrain_updates=100_000,
-                       chain_updates=100_000, patch_side=25)
+                       pretrain_momentum=0.5, pretrain_momentum_late=0.9,
+                       pretrain_momentum_switch=50_000, pretrain_momentum_warmup=5_000,
+                       chain_momentum=0.9, kl_warmup=5000, kl_warmup_from=0.0, gamma_kl=0.0,
+                       pretrain_updates=100_000, chain_updates=100_000, patch_side=25)
     return replace(preset, **changes)

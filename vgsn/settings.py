@@ -83,6 +83,17 @@ class Preset:
         same as ``x_type``, ``batch_repeat``, ``momentum``). At the fork the model is
         rebuilt with the chain's values and the pre-trained weights (a Gaussian
         chain's shared log-variance starts at 0 there, as in the TFD script).
+    pretrain_momentum_late, pretrain_momentum_switch : float or None, int
+        The 1-step VAE's momentum from update ``pretrain_momentum_switch`` on (counted
+        over the run, so the ``vae`` branch continues it); before, ``pretrain_momentum``
+        (or ``momentum``). None and 0 (default): no switch; set both or neither.
+    pretrain_momentum_warmup : int
+        The 1-step VAE's momentum is multiplied by min(1, u / warmup) (0 = off).
+        ``code2015`` for TFD: 0.5, 0.9 from update 50,000, warm-up 5,000 (the script's
+        ``mom_1=scale*momentum``). With a switch or a warm-up (``momentum_scheduled``)
+        the model holds its momentum as the shared hyperparameter ``vae.momentum``
+        (``schedules.momentum_at`` sets it before every update); otherwise it is a
+        constant of the compiled update, as before.
 
     The fork and the guided chain (Sec. 5-6)
     ----------------------------------------
@@ -229,6 +240,9 @@ class Preset:
     pretrain_x_type: str = None
     pretrain_batch_repeat: int = None
     pretrain_momentum: float = None
+    pretrain_momentum_late: float = None
+    pretrain_momentum_switch: int = 0
+    pretrain_momentum_warmup: int = 0
     # fork + guided chain
     chain_updates: int = 100_000
     vae_branch: bool = False
@@ -295,6 +309,12 @@ class Preset:
         """Pre-training plus chain updates (the run's update counter ends here)."""
         return int(self.pretrain_updates) + int(self.chain_updates)
 
+    @property
+    def momentum_scheduled(self):
+        """True when the 1-step VAE's momentum changes between updates (a switch or a
+        warm-up: ``pretrain_momentum_switch`` / ``pretrain_momentum_warmup``)."""
+        return int(self.pretrain_momentum_switch) > 0 or int(self.pretrain_momentum_warmup) > 0
+
     def to_dict(self):
         """The fields as a JSON-friendly dict (tuples become lists)."""
         return {f.name: (list(v) if isinstance(v, tuple) else v)
@@ -340,7 +360,8 @@ class Preset:
                              f"got {self.pretrain_updates:,} + {self.chain_updates:,}")
         for name in ("pretrain_updates", "chain_updates", "kl_warmup", "pretrain_warmup",
                      "chain_warmup", "pretrain_lr_decay_every", "chain_lr_decay_every",
-                     "eval_every", "scatter_every", "checkpoint_every"):
+                     "eval_every", "scatter_every", "checkpoint_every",
+                     "pretrain_momentum_switch", "pretrain_momentum_warmup"):
             need(int(getattr(self, name)) >= 0, name, ">= 0")
         for name in ("z_dim", "batch_size", "batch_repeat", "steps", "guide_units",
                      "guide_pool", "data_rows", "gpde_samples", "bound_samples",
@@ -381,10 +402,15 @@ class Preset:
             v = getattr(self, name)
             if v is not None and int(v) < 1:
                 raise ValueError(f"{name} must be >= 1 or None, got {v!r}")
-        for name in ("pretrain_momentum", "chain_momentum"):
+        for name in ("pretrain_momentum", "chain_momentum", "pretrain_momentum_late"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= float(v) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1) or None, got {v!r}")
+        if (self.pretrain_momentum_late is None) != (int(self.pretrain_momentum_switch) == 0):
+            raise ValueError(f"pretrain_momentum_late and pretrain_momentum_switch go together "
+                             f"(the momentum and the update it starts at), got "
+                             f"{self.pretrain_momentum_late!r} and "
+                             f"{self.pretrain_momentum_switch!r}")
         if not 0.0 <= float(self.kl_warmup_from) <= max(1.0, float(self.lam_kl)):
             raise ValueError(f"kl_warmup_from must be in [0, max(1, lam_kl)], "
                              f"got {self.kl_warmup_from!r}")

@@ -105,8 +105,9 @@ class Run:
             (self.out / sub).mkdir(parents=True, exist_ok=True)
         self.metrics = Metrics(self.out)
         self.log = RunLog(self.out, quiet)
+        # vae_hyper_at's momentum (a scheduled one) replaces model_args' starting value.
         self.model = OneStageModel(data.n_pixels, x_mean=data.train.mean(axis=0),
-                                   **P.model_args(c), **vae_hyper_at(c, 0))
+                                   **{**P.model_args(c), **vae_hyper_at(c, 0)})
         self.loop = None   # the guided chain after the fork
         self.vae = None    # the 1-step VAE branch after the fork (vae_branch)
         self.data_rng = np.random.default_rng([c.seed, 2])
@@ -152,16 +153,17 @@ class Run:
         c = self.config
         t0 = time.time()
         if P.rebuilt_at_fork(c):
-            # The chain's pixel model / z samples / momentum differ from pre-training's
-            # (the TFD script): a model built anew takes the pre-trained weights (a
-            # Gaussian's shared log-variance, absent before, starts at 0).
+            # The chain's pixel model / z samples / momentum (or schedule) differ from
+            # pre-training's (the TFD script): a model built anew takes the pre-trained
+            # weights (a Gaussian's shared log-variance, absent before, starts at 0).
+            hyper = {k: v for k, v in self.model.hyper.values().items() if k != "momentum"}
             new = OneStageModel(self.data.n_pixels, x_mean=self.data.train.mean(axis=0),
-                                **P.chain_model_args(c), **self.model.hyper.values())
+                                **P.chain_model_args(c), **hyper)
             new.set_state({p.name: p.get_value() for p in self.model.params}, strict=False)
             new.compile(("train_step",))
             self.model = new
-        if c.vae_branch:
-            self.vae = self.model.fork()
+        if c.vae_branch:   # continues pre-training's momentum schedule, if any
+            self.vae = self.model.fork(momentum_scheduled=c.momentum_scheduled)
             self.vae.compile(("train_step",))
         guide = MaxoutGuide(self.model.x_dim, np.random.default_rng([P.loop_seed(c), 2]),
                             **P.guide_args(c))
@@ -171,7 +173,8 @@ class Run:
 
     # ---- one update ------------------------------------------------------------
     def set_schedules(self, u):
-        """Every scheduled hyperparameter for update ``u`` (0-based, whole run)."""
+        """Every scheduled hyperparameter for update ``u`` (0-based, whole run); a
+        scheduled momentum (``vae_hyper_at``) in pre-training and the ``vae`` branch."""
         c = self.config
         if self.loop is None:
             self.model.hyper.set(**vae_hyper_at(c, u))
@@ -248,6 +251,8 @@ class Run:
             lr = self.loop.hyper["lr_gen"] if name == "guided" else model.hyper["lr"]
             row = {"update": u, "phase": self.phase_at(u - 1), "branch": name, "kind": "train",
                    "updates_averaged": acc["n"], "lr": lr, "lam_kl": model.hyper["lam_kl"]}
+            if "momentum" in model.hyper:   # a scheduled momentum (pretrain, vae)
+                row["momentum"] = model.hyper["momentum"]
             row.update({k: v / acc["n"] for k, v in acc.items() if k != "n"})
             self.metrics.write(row)
         self.acc = {}
@@ -563,6 +568,11 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
 def load_models(path):
     """The models of a run (folder or checkpoint file), ready to sample or evaluate.
 
+    Each is built as the checkpoint holds it: ``pretrained.h5`` (and any checkpoint
+    before the fork) with pre-training's arguments (``presets.model_args``: the TFD
+    script's Bernoulli model under ``--code2015``), the guided chain's model after the
+    fork with ``chain_model_args``, the ``vae`` branch with ``vae_branch_model_args``.
+
     Returns
     -------
     dict branch -> OneStageModel
@@ -574,13 +584,15 @@ def load_models(path):
         path = path / "checkpoint.h5"
     arrays, meta = open_checkpoint(path, "")
     c = P.Preset.from_dict(meta["config"])
+    # ``forked``: the loop existed when it was written (pretrained.h5 is written just
+    # before the fork, so it holds pre-training's model).
+    built = {"model": P.chain_model_args(c) if meta.get("forked") else P.model_args(c),
+             "vae": P.vae_branch_model_args(c)}
     models = {}
-    for prefix in ("model", "vae"):
+    for prefix, args in built.items():
         mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
         if not mine:
             continue
-        # After the fork the model is the chain's (its x_type may differ, code2015 TFD).
-        args = P.chain_model_args(c) if meta.get("forked") else P.model_args(c)
         m = OneStageModel(mine["q.h0.W"].shape[0], **args)
         m.set_state(mine)
         models[prefix] = m

@@ -175,6 +175,13 @@ def l2_penalty(weights, weight):
     return value, {w: (2.0 * weight) * w for w in weights}
 
 
+def check_momentum(beta):
+    """``beta`` as a float, ``ValueError`` unless it is in [0, 1)."""
+    if not 0.0 <= float(beta) < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {beta}")
+    return float(beta)
+
+
 def sgd(cost_or_grads, params, learning_rate, momentum=0.0, max_norm=10.0, velocities=None,
         velocity_prefix=""):
     """SGD update dictionary with per-tensor norm clipping and 2015-style momentum.
@@ -186,7 +193,9 @@ def sgd(cost_or_grads, params, learning_rate, momentum=0.0, max_norm=10.0, veloc
     learning_rate : float or symbolic scalar (e.g. ``HyperParams.lr``)
     momentum : float or symbolic scalar
         beta of m <- beta m + (1 - beta) g. With a plain 0 the velocities are
-        skipped entirely (textbook SGD, p <- p - lr g).
+        skipped entirely (textbook SGD, p <- p - lr g). A float32 shared scalar
+        (``HyperParams``) lets a schedule change beta between steps, as the 2015
+        code's shared ``mom_1`` did; a float is folded into the graph as a constant.
     max_norm : float or None
         Each gradient tensor is clipped to this L2 norm (10 in the 2015 code).
     velocities : list of shared variables, optional
@@ -208,8 +217,8 @@ def sgd(cost_or_grads, params, learning_rate, momentum=0.0, max_norm=10.0, veloc
             raise ValueError(f"got {len(grads)} gradients for {len(params)} parameters")
     else:
         grads = T.grad(cost_or_grads, params)
-    if isinstance(momentum, (int, float)) and not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if isinstance(momentum, (int, float)):
+        check_momentum(momentum)
     if max_norm is not None and max_norm <= 0:
         raise ValueError(f"max_norm must be > 0 or None, got {max_norm}")
     plain = isinstance(momentum, (int, float)) and momentum == 0.0 and velocities is None
