@@ -3,6 +3,8 @@
 #
 # Installs NOTHING from the network: run it in an environment made beforehand with
 #     pip install -e .[gpu]          # jax with its CUDA 12 wheels (Python >= 3.12)
+# or on a machine that has jax for CUDA but no PyTensor, with the PyTensor wheel that
+# benchmarks/gpu_wheels.sh put in .whl/ (installed into /tmp/site).
 # It checks that jax sees a GPU, then runs, with --backend jax (and C beside it on the
 # host CPU for the ratio where cheap):
 #   1. bench_vae.py   (MNIST-1 / MNIST-2 VAE update)
@@ -13,12 +15,27 @@
 #
 #     bash benchmarks/gpu_check.sh [PYTHON]        # default: python3 on PATH
 #     GPU_CHECK_FULL=1 bash benchmarks/gpu_check.sh   # also C side by side (slow on CPU)
+#     GPU_CHECK_ALLOW_CPU=1 ...      # a dry run of the script itself on a CPU-only jax
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${1:-python3}
 OUT=${OUT:-/tmp/vgsn-gpu-check}
 mkdir -p "$OUT"
-export VGSN_MODE=JAX
+export VGSN_MODE=JAX PYTHONUNBUFFERED=1
+# The lent GPU machine has jax but no PyTensor and no network: benchmarks/gpu_wheels.sh puts
+# the PyTensor wheel in .whl/ beforehand; it is installed here into /tmp/site, and vgsn runs
+# from this checkout (PYTHONPATH), with nothing built.
+if ! "$PY" -c "import pytensor" 2>/dev/null; then
+  if ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || { echo "gpu_check: could not install .whl/"; exit 1; }
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  else
+    echo "gpu_check: PyTensor is missing: pip install -e .[gpu], or bash benchmarks/gpu_wheels.sh"
+    exit 1
+  fi
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false   # share the GPU politely; figures unchanged
 
 echo "=== devices"
@@ -26,7 +43,8 @@ echo "=== devices"
 import jax
 devs = jax.devices()
 print("jax", jax.__version__, devs)
-if not any(d.platform == "gpu" for d in devs):
+import os
+if not any(d.platform == "gpu" for d in devs) and os.environ.get("GPU_CHECK_ALLOW_CPU") != "1":
     raise SystemExit("gpu_check: jax sees no GPU (CPU only): check the CUDA 12 wheels / driver")
 import vgsn.backend as b
 print(b.describe())
@@ -43,6 +61,10 @@ echo "=== bench_vae.py --backend $backends"
 echo "=== bench_chain.py --backend $backends"
 "$PY" benchmarks/bench_chain.py --backend "$backends" --updates 30 --skip-cold --no-bare \
     2>&1 | tee "$OUT/bench_chain.txt"
+
+echo "=== bench_chain.py, host noise drawn in place (VGSN_NOISE_AHEAD=0) for comparison"
+VGSN_NOISE_AHEAD=0 "$PY" benchmarks/bench_chain.py --backend jax --updates 10 --skip-compile \
+    --no-bare --sizes 2015 2>&1 | tee "$OUT/bench_chain_noise_in_place.txt"
 
 echo "=== bench_eval.py (GPDE, $VGSN_MODE)"
 "$PY" benchmarks/bench_eval.py --no-float32 2>&1 | tee "$OUT/bench_eval.txt"
