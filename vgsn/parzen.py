@@ -87,9 +87,9 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: The engines of :func:`parzen_log_likelihood` (see :func:`parzen_engine`).
 ENGINES = ("auto", "numpy", "jax")
 # Whether 'auto' takes jax on a CPU-only jax too (a GPU or TPU always does). Measured
-# on this project's 2-core CPU (Python 3.13, jax 0.12; benchmarks/bench_eval.py and
-# the figures in parzen_log_likelihood's docstring): jax about 2x faster than numpy's
-# float64 path and a little faster than its float32 one.
+# on this project's 2-core CPU (Python 3.13, jax 0.12; benchmarks/bench_eval.py, the
+# figures in parzen_log_likelihood's docstring): the jax engine takes 0.37-0.49x the
+# time of numpy's float64 path and 0.65-0.79x its float32 one, so yes.
 _JAX_ON_CPU = True
 
 
@@ -234,14 +234,15 @@ def parzen_log_likelihood(centres, X, sigma, dtype=None, block_elements=2 ** 23,
     dtype : numpy float type, optional
         Precision of the numpy engine's distances (default float64; the jax
         engine computes in float32, and refuses float64). One GEMM per block:
-        ``||x||^2 + ||c||^2 - 2 x.c``, on data centred on the centres' mean).
+        ``||x||^2 + ||c||^2 - 2 x.c``, on data centred on the centres' mean.
         float64 agrees with a brute-force float64 computation to ~1e-12 nats;
         it runs the paper-size GPDE (10k centres, 10k validation rows x 10
         sigmas, 10k test rows, 784 dims) in about 19 s on a 2-core machine
         (``benchmarks/bench_eval.py``). float32 is about 1.5-2x faster, but the
         cancellation in the expansion costs up to roughly
-        ``1e-7 * (||x||^2 + ||c||^2) / (2 sigma^2)`` nats per row (~1e-4 on
-        MNIST at sigma = 0.1): irrelevant to a score quoted to the nat, but
+        ``5e-7 * (||x||^2 + ||c||^2) / (2 sigma^2)`` nats per row (MNIST rows
+        against 10k MNIST centres at sigma = 0.1: at most 5e-3, on average 5e-4,
+        on the mean score 2.5e-4): irrelevant to a score quoted to the nat, but
         not exact. Log-sum-exp sums are float64 either way.
     block_elements : int
         numpy engine: elements of one (rows x centres) block; the working memory
@@ -255,10 +256,15 @@ def parzen_log_likelihood(centres, X, sigma, dtype=None, block_elements=2 ** 23,
         host. 'jax': :mod:`vgsn.parzen_jax`, the same estimator in float32 on
         jax's default device, with the float32 error above (measured on real
         MNIST: at most 4.7e-7 * (||x||^2 + max ||c||^2) / (2 sigma^2) nats per
-        row, 4.6e-3 nats at sigma = 0.1). 'auto': :func:`parzen_engine` (jax in
-        vgsn's JAX mode). One distance pass at the paper's sizes (real MNIST,
-        10k centres x 10k rows x 784 dims x 10 sigmas) on this project's 2-core
-        CPU: jax 4.3 s, numpy float64 9.0 s, numpy float32 5.2 s.
+        row, 4.6e-3 at sigma = 0.1, 4e-5 on the mean score). 'auto':
+        :func:`parzen_engine` (jax in vgsn's JAX mode). Measured on this
+        project's 2-core CPU (jax 0.12 on the CPU), the paper-size
+        :func:`gpde` (10k centres, 10k rows x 10 sigmas, 10k test rows, 784
+        dims; ``benchmarks/bench_eval.py``, engines alternating, load average
+        5-7): real MNIST rows, numpy float64 18.9 s, float32 11.8 s, jax 9.3 s
+        (0.49x float64); uniform pixels (numpy's worst case), 24.2 s, 13.5 s,
+        8.8 s (0.37x). One validation pass alone on MNIST, quieter (load 1.4):
+        numpy float64 9.0 s, float32 5.2 s, jax 4.3 s.
     jax_block : (int, int), optional
         jax engine: the (rows, centres) block (``parzen_jax.block_shape``;
         default per platform). jax compiles once per block shape, dims and

@@ -160,6 +160,9 @@ def log_likelihood(centres, X, sigmas, block_rows=None, block_centres=None, devi
     sig = np.asarray(sigmas, dtype=np.float64)
     n, dims = X.shape
     n_c, ns = centres.shape[0], sig.size
+    if sig.min() < 1e-15:  # -1 / (2 sigma^2) would leave float32's range (inf * 0 = nan)
+        raise ValueError(f"sigma {sig.min():g} is too small for the float32 jax engine "
+                         "(>= 1e-15); use engine='numpy'")
     out = np.empty((n, ns), dtype=np.float64)
     if n == 0:
         return out
