@@ -376,18 +376,19 @@ def main(argv=None):
         for w in workers:
             w.close()
 
+    from _report import ratio_line, result_line   # shared with bench_vae.py
     first = modes[0]
     if set(sizes) == set(SIZES):
-        print(f"\nRESULT chain6_2015sizes_s_per_update={per_update['2015', first]:.3f} "
-              f"chain6_mnist1_s_per_update={per_update['mnist1', first]:.3f} "
-              f"compile_cold_s={cold:.1f} compile_warm_s={warm:.1f} "
-              f"compile_T12_over_T2={ratio:.2f} compile_rewrite_s={rewrite:.1f} "
-              f"chain6_2015sizes_floor_ratio={floors['2015', first]:.2f} "
-              f"chain6_mnist1_floor_ratio={floors['mnist1', first]:.2f}")
-    if len(modes) > 1:
-        print("RATIO " + " ".join(f"{size}_{m}_over_{first}="
-                                  f"{per_update[size, m] / per_update[size, first]:.3f}"
-                                  for size in sizes for m in modes[1:]))
+        print("\n" + result_line([
+            ("chain6_2015sizes_s_per_update", per_update["2015", first], ".3f"),
+            ("chain6_mnist1_s_per_update", per_update["mnist1", first], ".3f"),
+            ("compile_cold_s", cold, ".1f"), ("compile_warm_s", warm, ".1f"),
+            ("compile_T12_over_T2", ratio, ".2f"), ("compile_rewrite_s", rewrite, ".1f"),
+            ("chain6_2015sizes_floor_ratio", floors["2015", first], ".2f"),
+            ("chain6_mnist1_floor_ratio", floors["mnist1", first], ".2f")]))
+    ratios = ratio_line(per_update, sizes, modes)
+    if ratios:
+        print(ratios)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _backends  # noqa: E402
+import _report  # noqa: E402
 from _gemm import gemm_floor, mlp_products, sgemm_peak as numpy_peak  # noqa: E402
 
 
@@ -201,15 +202,16 @@ def main():
               f"load {_backends.load()}", flush=True)
     first = modes[0]
     if set(sizes) == set(SIZES):
-        print(f"RESULT mnist1_s_per_update={result['mnist1', first][0]:.4f} "
-              f"mnist1_peak_ratio={result['mnist1', first][1]:.3f} "
-              f"mnist2_s_per_update={result['mnist2', first][0]:.4f} "
-              f"mnist2_peak_ratio={result['mnist2', first][1]:.3f} "
-              f"mnist1_floor_ratio={result['mnist1', first][2]:.3f} "
-              f"mnist2_floor_ratio={result['mnist2', first][2]:.3f}")
-    if len(modes) > 1:
-        print("RATIO " + " ".join(f"{n}_{m}_over_{first}={result[n, m][0] / result[n, first][0]:.3f}"
-                                  for n in sizes for m in modes[1:]))
+        s1, peak1, floor1 = result["mnist1", first]
+        s2, peak2, floor2 = result["mnist2", first]
+        # the four fields first, then the floor ratios (the docstring's line)
+        print(_report.result_line([
+            ("mnist1_s_per_update", s1, ".4f"), ("mnist1_peak_ratio", peak1, ".3f"),
+            ("mnist2_s_per_update", s2, ".4f"), ("mnist2_peak_ratio", peak2, ".3f"),
+            ("mnist1_floor_ratio", floor1, ".3f"), ("mnist2_floor_ratio", floor2, ".3f")]))
+    ratios = _report.ratio_line({k: v[0] for k, v in result.items()}, sizes, modes)
+    if ratios:
+        print(ratios)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # _faults, when imported from elsewhere
 ARGS = ["--preset", "tiny", "--quiet", "--no-figures"]
 PROMISED = ("config.json", "metrics.jsonl", "eval.csv", "train_pretrain.csv",
             "train_guided.csv", "train_vae.csv", "checkpoint.h5", "pretrained.h5",
@@ -72,30 +73,9 @@ def child(kind, n, argv):
             real(fd, data)
         checkpoints._write_all = write_all
     elif kind == "metrics":
-        real_open, count = open, [0]
-
-        class Torn:
-            def __init__(self, f):
-                self.f = f
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.f.close()
-
-            def write(self, text):
-                count[0] += 1
-                if count[0] == n:
-                    self.f.write(text[:len(text) // 2])
-                    self.f.flush()
-                    _die()
-                return self.f.write(text)
-
-        def torn_open(file, mode="r", *a, **k):
-            f = real_open(file, mode, *a, **k)
-            return Torn(f) if "a" in mode and runfiles.is_metrics_file(Path(file).name) else f
-        runfiles.open = torn_open
+        from _faults import torn_opener
+        runfiles.open = torn_opener(open, lambda path: runfiles.is_metrics_file(path.name), n,
+                                    _die)
     else:
         raise SystemExit(f"unknown kind {kind!r}")
     return cli_main(argv, "mnist", hooks=hooks)

@@ -10,6 +10,7 @@ points run at the end of this file).
 import errno
 import gzip
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -23,6 +24,8 @@ from vgsn import presets as P
 from vgsn.checkpoints import CheckpointError, load_run_checkpoint, save_run_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _faults import torn_opener  # noqa: E402  (shared with benchmarks/fault_resume.py)
 
 
 class Killed(BaseException):
@@ -239,34 +242,12 @@ def test_a_failing_metrics_write_stops_with_one_line_and_resumes(tmp_path, refer
     """A full disk, a read-only mount, a permission taken away, mid-line; the full
     disk is resumed once space is back (the others stop the same way)."""
     out = tmp_path / "run"
-    real_open = open
-    state = {"rows": 0}
 
-    class Torn:
-        """metrics.jsonl opened for append: half of the 5th row (update 20), then the error."""
-
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def write(self, text):
-            state["rows"] += 1
-            if state["rows"] == 5:
-                self.f.write(text[:len(text) // 2])
-                self.f.flush()
-                raise OSError(fail_errno, __import__("os").strerror(fail_errno),
-                              str(out / "metrics.jsonl"))
-            return self.f.write(text)
-
-    def fake_open(file, mode="r", *a, **k):
-        f = real_open(file, mode, *a, **k)
-        return Torn(f) if str(file).endswith("metrics.jsonl") and "a" in mode else f
-    monkeypatch.setattr(runfiles, "open", fake_open, raising=False)
+    def fail():
+        raise OSError(fail_errno, os.strerror(fail_errno), str(out / "metrics.jsonl"))
+    # metrics.jsonl opened for append: half of the 5th row (update 20), then the error.
+    monkeypatch.setattr(runfiles, "open", torn_opener(open, lambda p: p.name == "metrics.jsonl",
+                                                      5, fail), raising=False)
     code = cli.cli_main(["--preset", "tiny", "--no-figures", "--quiet", "--out", str(out)],
                         "mnist")
     line = _one_line(capsys)
