@@ -7,6 +7,7 @@ first a run costs seconds; the four hand runs are made once for the module.
 """
 import csv
 import json
+import math
 import os
 import shlex
 import signal
@@ -208,6 +209,86 @@ def test_report_means_and_spreads_match_numpy(tmp_path):
     assert "update = 200" in report   # constant columns listed once, not tabulated
     for m in ("gpde_test", "bound_test", "chain_score"):
         assert f"## {m}" in report and (out / "figures" / f"{m}.png").stat().st_size > 1000
+
+
+def test_tfd_folds_are_summarised_per_fold_like_numpy(tmp_path):
+    """A grid over the held-out folds: the points that differ only in tfd_fold get
+    the per-fold protocol (each fold's mean over seeds, then mean / std / standard
+    error across the folds); fold 'all' never enters it."""
+    out = tmp_path / "folds"
+    assert S.main(["--preset", "tfd-ork", "--grid", "lam_kl=4,8", "--grid",
+                   "tfd_fold=all,0,1,2,3,4", "--seeds", "2", "--set", "figures=false",
+                   "--out", str(out), "--dry-run", "--quiet"]) == 0
+    spec = json.loads((out / "sweep.json").read_text())
+    rng = np.random.default_rng(7)
+    per_fold = {}   # (lam_kl, branch, column) -> {fold: [values of the finished seeds]}
+    for p in spec["points"]:
+        lam, fold = p["settings"]["lam_kl"], p["settings"]["tfd_fold"]
+        finished = not (lam == "8.0" and fold == "3")   # one fold of lambda 8 never finished
+        rows = []
+        for branch in ("guided", "vae"):
+            r = {"update": 300, "phase": "fork", "branch": branch, "kind": "final",
+                 "gpde_test": rng.normal(2000, 60) + (1e6 if fold == "all" else 0.0),
+                 "bound_test": rng.normal(-90, 3), "gpde_sigma_at_edge": "False",
+                 "chain_score": rng.random()}
+            if lam == "4.0" and fold == "2" and branch == "vae":
+                r["bound_test"] = ""   # no value in either seed: this fold drops out of one cell
+            rows.append(r)
+            if finished and fold != "all":
+                for c in ("gpde_test", "bound_test", "chain_score"):
+                    per_fold.setdefault((lam, branch, c), {}).setdefault(fold, []).append(
+                        np.nan if r[c] == "" else float(r[c]))
+        _fake_eval(out / p["folder"], rows, finished)
+    assert S.main(["--report", str(out)]) == 0
+    with open(out / "sweep.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    # every (point, branch) with a finished run (not lambda 8's fold 3), then the fold means
+    assert len(table) == (2 * 6 - 1) * 2 + 2 * 2
+    means = [r for r in table if r["tfd_fold"] == "mean"]
+    assert table[-len(means):] == means and len(means) == 4
+    for row in means:
+        lam, branch = row["lam_kl"], row["branch"]
+        assert int(row["runs"]) == (8 if lam == "8.0" else 10)   # seeds over the folds
+        assert row["paper_gpde_test"] == ""   # the paper's number is of fold 'all'
+        for c in ("gpde_test", "bound_test", "chain_score"):
+            folds = {k: np.nanmean(v) for k, v in per_fold[lam, branch, c].items()
+                     if np.isfinite(v).any()}
+            x = np.array(list(folds.values()))
+            assert int(row[f"{c}_n"]) == x.size == (
+                5 - (lam == "8.0") - (c == "bound_test" and lam == "4.0" and branch == "vae"))
+            np.testing.assert_allclose(float(row[f"{c}_mean"]), x.mean(), rtol=1e-12)
+            np.testing.assert_allclose(float(row[f"{c}_std"]), x.std(ddof=1), rtol=1e-12)
+            assert float(row[f"{c}_mean"]) < 1e5 or c != "gpde_test"   # 'all' left out
+    report = (out / "sweep_report.md").read_text()
+    assert "held-out per-fold protocol" in report and "fold_summary" in report
+    gpde = report.split("## gpde_test")[1].split("##")[0]
+    fold_rows = [ln for ln in gpde.splitlines() if "mean over folds" in ln]
+    assert len(fold_rows) == 2
+    x = np.array([np.mean(v) for v in per_fold["8.0", "guided", "gpde_test"].values()])
+    line = next(ln for ln in fold_rows if ln.startswith("| 8.0 |"))
+    assert f"{x.mean():.4g} +- {x.std(ddof=1) / np.sqrt(x.size):.2g} s.e." in line
+    assert "folds 0, 1, 2, 4)" in line
+
+
+def test_one_fold_or_no_fold_grid_has_no_fold_means(tmp_path):
+    from vgsn.sweepreport import fold_means
+    row = {"settings": {"tfd_fold": "2", "lam_kl": "4.0"}, "branch": "guided", "runs": 1,
+           "metrics": {"gpde_test": {"mean": 1.0, "std": math.nan, "n": 1}}, "paper": None}
+    assert fold_means([row], {"grid": {"tfd_fold": ["all", "2"]}}, ["gpde_test"]) == []
+    assert fold_means([row], {"grid": {"lam_kl": ["4.0"]}}, ["gpde_test"]) == []
+    two = [row, dict(row, settings={"tfd_fold": "3", "lam_kl": "4.0"},
+                     metrics={"gpde_test": {"mean": 3.0, "std": math.nan, "n": 1}})]
+    (got,) = fold_means(two, {"grid": {"tfd_fold": ["2", "3"], "lam_kl": ["4.0"]}},
+                        ["gpde_test"])
+    assert got["settings"] == {"tfd_fold": "mean", "lam_kl": "4.0"} and got["folds"] == ["2", "3"]
+    g = got["metrics"]["gpde_test"]
+    assert (g["mean"], g["n"], g["folds"]) == (2.0, 2, ["2", "3"])
+    np.testing.assert_allclose([g["std"], g["stderr"]], [np.sqrt(2.0), 1.0], rtol=1e-12)
+    (one,) = fold_means(two[:1] + [dict(two[1], metrics={"gpde_test": {"mean": math.nan,
+                                                                       "std": math.nan, "n": 0}})],
+                        {"grid": {"tfd_fold": ["2", "3"], "lam_kl": ["4.0"]}}, ["gpde_test"])
+    g = one["metrics"]["gpde_test"]
+    assert g["n"] == 1 and g["mean"] == 1.0 and math.isnan(g["std"]) and math.isnan(g["stderr"])
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,10 @@
 Every point of the grid and every seed is one ordinary run of ``run_mnist.py`` /
 ``run_tfd.py`` in its own folder under the sweep folder; its ``command.txt`` holds
 the command that reproduces it by hand (run from the repository root), and the job
-runs exactly that command. ``sweep.json`` records the whole sweep.
+runs exactly that command. ``sweep.json`` records the whole sweep. A grid over
+TFD's held-out folds (``--grid tfd_fold=0,1,2,3,4``) is the per-fold protocol: the
+report adds each setting's mean over the folds (``vgsn.sweepreport.fold_means``,
+``vgsn.evaluation.fold_summary``).
 
 Executors: ``local`` (subprocesses, ``--jobs`` at a time; needs nothing extra),
 ``slurm`` (one job array through submitit; a job preempted or past its time limit
@@ -395,7 +398,8 @@ def build_parser():
         epilog="example:\n  python -m vgsn.sweep --preset mnist2-ork --grid lam_kl=1,4,24 "
                "--seeds 3 --out sweeps/kl --executor slurm --partition cpu --time 2-00:00:00\n"
                "Grid values are comma-separated, or ';'-separated when a value holds commas "
-               "(--grid hidden='500,500;1000,1000').")
+               "(--grid hidden='500,500;1000,1000'). --grid tfd_fold=0,1,2,3,4 adds the "
+               "held-out TFD protocol: the mean over the folds (fold_summary) in the report.")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(P.PRESETS)}")
     what.add_argument("--resume", metavar="SWEEP_DIR",

@@ -5,6 +5,12 @@ Reads only the sweep folder (``sweep.json`` and the finished runs' ``eval.csv``)
 has finished. Every numeric column of the runs' final rows is aggregated per grid
 point and branch: mean, sample standard deviation (ddof 1) and the number of
 values; columns added to eval.csv later need no change here.
+
+A grid over TFD's held-out folds (``--grid tfd_fold=0,1,2,3,4``) also gets the GAN
+paper's per-fold protocol: the points that differ only in the fold are summarised
+with :func:`vgsn.evaluation.fold_summary` (each fold's mean over seeds, then the
+mean over the folds, their spread and standard error): :func:`fold_means`, rows
+whose ``tfd_fold`` reads ``mean`` in ``sweep.csv`` and in the report's tables.
 """
 import csv
 import io
@@ -18,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from vgsn import presets as P
+from vgsn.evaluation import fold_summary
 
-__all__ = ["final_rows", "point_status", "collect", "aggregate", "write_report", "load_spec",
-           "canonical_text", "KEEP"]
+__all__ = ["final_rows", "point_status", "collect", "aggregate", "fold_means", "write_report",
+           "load_spec", "canonical_text", "KEEP", "FOLD_FIELD", "FOLD_MEAN"]
 
 # Fields that change what is logged or drawn, never a final number: a point that
 # differs from the preset only in these still is the paper's experiment.
@@ -28,6 +35,8 @@ BOOKKEEPING = {"figures", "log_every", "checkpoint_every", "eval_every", "scatte
                "samples_at", "chain_rows", "chain_length", "fault_at"}
 # Files of a point folder that are the sweep's, not the run's.
 KEEP = {"command.txt", "job.log"}
+#: The preset field of TFD's fold, and what a summary row has in its place.
+FOLD_FIELD, FOLD_MEAN = "tfd_fold", "mean"
 
 
 def canonical_text(value):
@@ -144,6 +153,52 @@ def aggregate(sweep_dir, spec):
     return out, metrics
 
 
+def fold_means(rows, spec, metrics):
+    """The held-out TFD protocol: the rows of :func:`aggregate` that differ only in
+    ``tfd_fold``, one summary per (other settings, branch).
+
+    Each fold counts once, with its mean over seeds; the folds are the held-out ones
+    of the grid (0-4; 'all', the 2015 code's split whose test images are training
+    images of other folds, is no held-out fold and is left out). Empty unless the
+    grid sweeps ``tfd_fold`` over two or more held-out folds.
+
+    Returns
+    -------
+    list of dict
+        Like :func:`aggregate`'s rows, ``settings[tfd_fold] == 'mean'``, ``runs`` the
+        runs over those folds, ``folds`` the folds with a finished run, and per metric
+        :func:`vgsn.evaluation.fold_summary` of the folds' means: 'mean', 'std' (across
+        folds, ddof 1), 'stderr' (std / sqrt(n)), 'n' (folds with a value), 'folds'
+        (which); std and stderr NaN below 2 folds, as every spread of the report.
+        ``paper`` is None: the paper's number is of fold 'all', another experiment.
+    """
+    held_out = [v for v in spec["grid"].get(FOLD_FIELD, ()) if v != "all"]
+    if len(held_out) < 2:
+        return []
+    groups = {}
+    for r in rows:
+        fold = r["settings"][FOLD_FIELD]
+        if fold in held_out:
+            rest = {k: (FOLD_MEAN if k == FOLD_FIELD else v) for k, v in r["settings"].items()}
+            groups.setdefault((tuple(rest.items()), r["branch"]), []).append((fold, r))
+    out = []
+    for (rest, branch), by_fold in groups.items():     # rows come in grid order
+        row = {"settings": dict(rest), "branch": branch, "folds": [f for f, _ in by_fold],
+               "runs": sum(r["runs"] for _, r in by_fold), "metrics": {}, "paper": None}
+        for m in metrics:
+            have = [(f, r["metrics"][m]["mean"]) for f, r in by_fold if r["metrics"][m]["n"]]
+            if not have:
+                row["metrics"][m] = {"mean": math.nan, "std": math.nan, "stderr": math.nan,
+                                     "n": 0, "folds": []}
+                continue
+            summary = fold_summary([v for _, v in have])
+            if summary["n"] < 2:      # fold_summary says 0 for one fold: no spread is known
+                summary.update(std=math.nan, stderr=math.nan)
+            row["metrics"][m] = dict(summary, folds=[f for f, _ in have])
+        out.append(row)
+    return out
+
+
 def _fmt(x, digits=4):
     return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
 
@@ -194,18 +249,36 @@ def _figure(rows, spec, metric, path):
     return path
 
 
+def _fold_lines(folds, grid, branches, metric, has_paper):
+    """The table rows of the fold means of ``metric``: one per setting of the other fields."""
+    lines, by_rest = [], {}
+    for r in folds:
+        by_rest.setdefault(tuple(r["settings"][k] for k in grid), {})[r["branch"]] = r
+    for rest, mine in by_rest.items():
+        cells = [f"**{FOLD_MEAN} over folds**" if k == FOLD_FIELD else v
+                 for k, v in zip(grid, rest)]
+        for b in branches:
+            s = mine[b]["metrics"][metric] if b in mine else None
+            cells.append("" if s is None or not s["n"] else
+                         f"{_fmt(s['mean'])} +- {_fmt(s['stderr'], 2) or 'n/a'} s.e. "
+                         f"(std {_fmt(s['std'], 2) or 'n/a'}; folds {', '.join(s['folds'])})")
+        lines.append("| " + " | ".join(cells + ([""] if has_paper else [])) + " |")
+    return lines
+
+
 def write_report(sweep_dir, spec=None, figures=True):
     """``sweep.csv``, ``sweep_report.md`` and ``figures/<metric>.png`` from whatever
     has finished; returns the report's path."""
     sweep_dir = Path(sweep_dir)
     spec = spec or load_spec(sweep_dir)
     rows, metrics = aggregate(sweep_dir, spec)
+    folds = fold_means(rows, spec, metrics)
     grid = list(spec["grid"])
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(grid + ["branch", "runs"] + [f"{m}_{s}" for m in metrics
                                              for s in ("mean", "std", "n")] + ["paper_gpde_test"])
-    for r in rows:
+    for r in rows + folds:      # the fold means last, their tfd_fold 'mean'
         w.writerow([r["settings"][k] for k in grid] + [r["branch"], r["runs"]]
                    + [v for m in metrics for v in (repr(r["metrics"][m]["mean"]),
                       repr(r["metrics"][m]["std"]), r["metrics"][m]["n"])]
@@ -227,6 +300,14 @@ def write_report(sweep_dir, spec=None, figures=True):
              "branch only where the point is the preset's own experiment (every grid value "
              "and --set equal to the preset's, bookkeeping fields aside): any other setting "
              "is a different experiment from the one the paper reports."]
+    if folds:
+        lines.append(
+            f"- TFD folds: the rows '{FOLD_FIELD} = {FOLD_MEAN}' are the held-out per-fold "
+            "protocol (the GAN paper's): each fold's mean over seeds, then "
+            "vgsn.evaluation.fold_summary across the folds: mean +- standard error "
+            "(s.e. = std / sqrt(folds); std across folds, ddof 1), the folds with a value named; "
+            f"fold 'all' is no held-out fold and is left out. In sweep.csv these rows have "
+            f"{FOLD_FIELD} '{FOLD_MEAN}', *_std the std across folds and *_n the folds.")
     missing = [f for f, s in status.items() if s != "finished"]
     if missing:
         lines.append(f"- not finished ({len(missing)}): " + ", ".join(
@@ -259,6 +340,7 @@ def write_report(sweep_dir, spec=None, figures=True):
                 g = mine.get("guided")
                 cells.append(_fmt(g["paper"]) if g and g["paper"] is not None else "")
             lines.append("| " + " | ".join(cells) + " |")
+        lines += _fold_lines(folds, grid, branches, m, has_paper)
         if figures:
             name = re.sub(r"[^A-Za-z0-9_.-]", "_", m) + ".png"
             _figure(rows, spec, m, sweep_dir / "figures" / name)
