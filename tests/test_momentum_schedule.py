@@ -7,6 +7,7 @@ The 2015 rule (``TFDWalkoutTest.py`` at ICML-2015 f1bf969, l. 193-201, 216-217):
 pre-training update i uses ``mom_1 = min(1, i/5000) * (0.5 if i < 50000 else 0.9)``.
 """
 import copy
+import importlib.util
 from dataclasses import replace
 
 import numpy as np
@@ -171,7 +172,7 @@ def test_sgd_with_a_shared_beta_is_numpys_momentum_loop():
     p0, t = rng.normal(size=(3, 4)).astype(floatX), rng.normal(size=(3, 4)).astype(floatX)
     p = shared(p0.copy(), name="p")
     hp = HyperParams(prefix="t", momentum=0.0, lr=0.3)
-    updates, vel = sgd(0.5 * T.sum(T.sqr(p - t)), [p], hp.lr, momentum=hp.momentum, max_norm=1.0)
+    updates, vel = sgd(0.5 * T.sum(T.square(p - t)), [p], hp.lr, momentum=hp.momentum, max_norm=1.0)
     step = function([], [], updates=updates)
     ref_p, ref_v = p0.astype(np.float64), np.zeros((3, 4))
     for beta in (0.0, 0.25, 0.5, 0.9, 0.6, 0.95):
@@ -209,6 +210,23 @@ def test_the_models_update_with_a_changing_beta_is_numpys_momentum_loop():
             np.testing.assert_allclose(p.get_value(), ref_p, rtol=1e-4, atol=1e-6, err_msg=p.name)
             p.set_value(np.asarray(ref_p, floatX))   # no drift between the two over steps
             v.set_value(np.asarray(ref_v, floatX))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_a_changing_beta_gives_the_same_updates_on_jax_and_c():
+    from vgsn import backend
+    if backend.NAME != "pytensor":
+        pytest.skip("the JAX mode needs PyTensor")
+    X = _data()[:4]
+    models = {mode: _model(momentum_scheduled=True).use_mode(mode) for mode in ("c", "jax")}
+    for beta in (0.0, 0.5, 0.9, 0.3):
+        for m in models.values():
+            m.hyper.set(momentum=beta)
+            m.train_step(X)
+    sc, sj = models["c"].get_state(), models["jax"].get_state()
+    assert sorted(sc) == sorted(sj)
+    for k in sc:
+        np.testing.assert_allclose(sj[k], sc[k], rtol=2e-5, atol=2e-6, err_msg=k)
 
 
 def test_old_and_new_states_load_both_ways():

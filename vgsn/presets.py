@@ -128,7 +128,8 @@ def model_args(c):
     """``OneStageModel`` keyword arguments of preset ``c`` (pre-training's model): all
     but ``x_dim`` and ``x_mean`` (the data's) and the scheduled hyperparameters ``lr``,
     ``lam_kl``, ``gamma_kl``, ``l2`` (``vgsn.train`` sets them before every update, and
-    ``momentum`` too when ``momentum_scheduled``, the one value not a field's own)."""
+    ``momentum`` too when scheduled). ``momentum_scheduled`` is the one argument that is
+    not a field: the property ``Preset.momentum_scheduled`` (a switch or a warm-up)."""
     def own(value, default):
         return default if value is None else value
     return dict(z_dim=c.z_dim, q_hidden=c.q_hidden, p_hidden=c.p_hidden,
