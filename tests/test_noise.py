@@ -122,3 +122,41 @@ def test_draws_ahead_owner_reads_rng_as_if_nothing_were_drawn_ahead(monkeypatch)
         _same(a.take_noise(32, 9), _update_noise(b.rng, 32, 9))
     finally:
         a.close_noise()
+
+
+def _tiny_loop(seed=4):
+    from vgsn.models import OneStageModel, VCGLoop
+    from vgsn.nets import MaxoutGuide
+    model = OneStageModel(20, 4, q_hidden=(16, 12), p_hidden=(12, 16), x_type="gaussian",
+                          momentum=0.5, seed=3)
+    guide = MaxoutGuide(model.x_dim, np.random.default_rng(5), units=8, pool=2)
+    return VCGLoop(model, guide, steps=3, momentum=0.5, seed=seed)
+
+
+def test_guided_updates_with_noise_drawn_ahead_are_bit_identical(monkeypatch):
+    X = np.random.default_rng(0).random((40, 20), dtype=np.float32)
+    runs = {}
+    for ahead in ("0", "2"):
+        monkeypatch.setenv("VGSN_NOISE_AHEAD", ahead)
+        loop = _tiny_loop()
+        states, outs = [], []
+        try:
+            for i in range(6):
+                rows = 4 if i != 3 else 3          # a batch of another shape drops the queue
+                outs.append(loop.train_step(X[:rows], X[10:16])["gen_cost"])
+                if i == 2:                          # a checkpoint reads the generator here
+                    states.append(loop.rng.bit_generator.state)
+                    if ahead == "2":
+                        assert loop._ahead.queued() == 0
+                if i == 4:                          # another user of the generator
+                    states.append(loop.draw_noise(5, 2)[0])
+            assert ahead == "0" or loop._ahead.queued() == 2
+            runs[ahead] = (outs, states, loop.get_state(), loop.rng.bit_generator.state)
+        finally:
+            loop.close_noise()
+    (o0, s0, p0, r0), (o2, s2, p2, r2) = runs["0"], runs["2"]
+    assert o0 == o2 and r0 == r2 and s0[0] == s2[0]
+    np.testing.assert_array_equal(s0[1], s2[1])
+    assert sorted(p0) == sorted(p2)
+    for k in p0:
+        np.testing.assert_array_equal(p0[k], p2[k], err_msg=k)

@@ -23,6 +23,7 @@ from vgsn.chain import apply_control, chain_forward, control_arrays, step_weight
 from vgsn.compiled import Compiled, as_rows
 from vgsn.layers import output_bias_from_mean
 from vgsn.nets import InfNet
+from vgsn.noise import DrawsAhead
 from vgsn.options import BPTT_MODES, GENERATOR_LOSSES, L2_TARGETS, UNROLLS, X_TYPES, check
 from vgsn.updates import HyperParams, check_momentum, l2_penalty, sgd
 
@@ -331,7 +332,7 @@ class OneStageModel(Compiled):
 # =============================================================================
 # VCGLoop: the guided chain (Sec. 5-6, Fig. 2)
 # =============================================================================
-class VCGLoop(Compiled):
+class VCGLoop(Compiled, DrawsAhead):
     """The VAE looped into a T-step chain, shaped by a MaxOut guide (Sec. 5-6, Fig. 2).
 
     Starts from a (pre-trained) ``OneStageModel`` and trains ITS q and p parameters:
@@ -554,9 +555,15 @@ class VCGLoop(Compiled):
     def draw_noise(self, chain_rows, data_rows):
         """Every noise one update consumes, drawn from ``self.rng`` in a fixed order:
         the chain's eps (steps, chain_rows, z_dim), then the guide's noise for
-        ``data_rows + steps * chain_rows`` stacked rows (``MaxoutGuide.draw_noise``)."""
-        eps = self.rng.standard_normal((self.steps, chain_rows, self.model.z_dim), dtype=np.float32)
-        noise = self.guide.draw_noise(self.rng, data_rows + self.steps * chain_rows)
+        ``data_rows + steps * chain_rows`` stacked rows (``MaxoutGuide.draw_noise``).
+        ``train_step`` takes it through ``vgsn.noise.DrawsAhead`` (drawn ahead on a GPU:
+        the same numbers; reading ``self.rng`` puts back what was drawn ahead)."""
+        self.rng                                  # noqa: B018 - puts back noise drawn ahead
+        return self._draw_noise(chain_rows, data_rows)
+
+    def _draw_noise(self, chain_rows, data_rows):
+        eps = self._rng.standard_normal((self.steps, chain_rows, self.model.z_dim), dtype=np.float32)
+        noise = self.guide.draw_noise(self._rng, data_rows + self.steps * chain_rows)
         return eps, [noise[n] for n in self._noise_names()]
 
     def train_step(self, X0, X_data):
@@ -581,7 +588,7 @@ class VCGLoop(Compiled):
         """
         X0 = as_rows(X0, self.model.x_dim, "train_step X0")
         X_data = as_rows(X_data, self.model.x_dim, "train_step X_data")
-        eps, noise = self.draw_noise(X0.shape[0] * self.model.batch_repeat, X_data.shape[0])
+        eps, noise = self.take_noise(X0.shape[0] * self.model.batch_repeat, X_data.shape[0])
         (guide_loss, gen_loss, vae_cost, guide_cost, gen_cost, l2, nll_t, kl_t, f_data, f_gen,
          acc, moment) = self._fn("train_step", X0.shape[:1] + X_data.shape[:1])(X0, X_data, eps,
                                                                                  *noise)
