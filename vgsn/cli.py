@@ -129,7 +129,8 @@ def build_parser(script):
                              "(momentum 0.5, step-cost decay, L2 on all, no squared KL in the "
                              "chain, the guide penalty's code form, ...; TFD: the script's nets "
                              "z 50 / 2x1500, Bernoulli pre-training then a Gaussian chain, batch "
-                             "400 x 6 then 400 x 5, chain momentum 0.9, KL weight from 0, 5 "
+                             "400 x 6 then 400 x 5, pre-training momentum 0.5 then 0.9 from 50k "
+                             "(x min(1, u/5000)), chain momentum 0.9, KL weight from 0, 5 "
                              "steps, 100k + 100k updates, a 25x25 patch; the published TFD script "
                              "stops on its first update (lam_kld_c): vgsn runs what it would "
                              "have run; see vgsn/presets.py code2015)")
