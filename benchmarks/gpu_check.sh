@@ -74,6 +74,8 @@ rm -rf "$OUT/quick"
 /usr/bin/time -v "$PY" run_mnist.py --quick --backend jax --out "$OUT/quick" --quiet \
     2>&1 | grep -E "Elapsed|Maximum resident|report" | tee "$OUT/quick.txt"
 
+[ -f data/train-images-idx3-ubyte.gz ] || [ -n "${VGSN_DATA:-}" ] \
+  || echo "gpu_check: no MNIST in data/ (gpu_wheels.sh copies it there): the next part fails"
 echo "=== mnist2-ork, first 2,000 updates (1,000 + 1,000), --backend jax"
 rm -rf "$OUT/ork"
 start=$(date +%s)
