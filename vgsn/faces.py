@@ -125,7 +125,7 @@ def _tfd_path(data_dir, size, path):
                 f"{folder / names[0]}: file not found (nor {names[1]}). TFD is not public and cannot "
                 f"be downloaded. Fix: if you have it, put {names[0]} there or pass path=...; "
                 f"otherwise use the public stand-in 'olivetti' (olivettifaces.mat, resized to "
-                f"{size}x{size}) or 'frey' (see {DATA_README})")
+                f"{size}x{size}) or 'frey' (see {DATA_README})", missing=True)
     return Path(path)
 
 
@@ -236,7 +236,7 @@ def _face_file(data_dir, path, name, url):
     found = _find(folder, [name])
     if found is None:
         raise DatasetError(f"{folder / name}: file not found. Fix: download {url} into {folder}, "
-                           f"or pass path=... (see {DATA_README})")
+                           f"or pass path=... (see {DATA_README})", missing=True)
     return found
 
 
