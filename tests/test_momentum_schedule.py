@@ -19,6 +19,7 @@ from vgsn.backend import T, floatX, function, shared
 from vgsn.checkpoints import load_run_checkpoint
 from vgsn.models import OneStageModel
 from vgsn.updates import HyperParams, sgd
+from _runcheck import StopAt, same_arrays  # noqa: E402  (tests/_runcheck.py)
 
 
 def _script_momentum(i):
@@ -271,25 +272,6 @@ def _expected(u):
     return float(np.float32(schedules.momentum_at(u, 0.5, 0.9, 10, 8)))
 
 
-class StopAt(train.Hooks):
-    """Ctrl-C right after update ``k`` (the run stops as Interrupted)."""
-
-    def __init__(self, k):
-        self.k = k
-
-    def after_update(self, run):
-        if run.update == self.k:
-            raise KeyboardInterrupt
-
-
-def _same(a_path, b_path):
-    a, _ = load_run_checkpoint(a_path)
-    b, _ = load_run_checkpoint(b_path)
-    assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
 def _metrics(out):
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())
             if p.name == "metrics.jsonl" or p.suffix == ".csv"}
@@ -348,5 +330,5 @@ def test_a_run_stopped_after_the_switch_resumes_bit_for_bit(tmp_path, reference,
     assert float(state[key]) == _expected(last - 1)    # part of the checkpointed state
     train.resume(out, quiet=True)
     assert _metrics(out) == _metrics(reference)
-    _same(out / "checkpoint.h5", reference / "checkpoint.h5")
-    _same(out / "pretrained.h5", reference / "pretrained.h5")
+    same_arrays(out / "checkpoint.h5", reference / "checkpoint.h5")
+    same_arrays(out / "pretrained.h5", reference / "pretrained.h5")

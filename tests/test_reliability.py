@@ -9,7 +9,6 @@ points run at the end of this file).
 """
 import errno
 import gzip
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from vgsn.checkpoints import CheckpointError, load_run_checkpoint, save_run_chec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _faults import torn_opener  # noqa: E402  (shared with benchmarks/fault_resume.py)
+from _runcheck import StopAt, same_arrays  # noqa: E402  (tests/_runcheck.py)
 
 
 class Killed(BaseException):
@@ -47,29 +47,10 @@ def _metrics(folder):
     return {k: v for k, v in _files(folder).items() if runfiles.is_metrics_file(k)}
 
 
-def _same_arrays(a_path, b_path):
-    a, _ = load_run_checkpoint(a_path)
-    b, _ = load_run_checkpoint(b_path)
-    assert sorted(a) == sorted(b)
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-
-
 def _one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     return err[0]
-
-
-class StopAt(train.Hooks):
-    """Ctrl-C right after update ``k`` (the run stops as Interrupted)."""
-
-    def __init__(self, k):
-        self.k = k
-
-    def after_update(self, run):
-        if run.update == self.k:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +63,8 @@ def reference(tmp_path_factory):
 
 def _assert_same_run(out, ref, ignore=()):
     assert _metrics(out) == _metrics(ref)
-    _same_arrays(out / "checkpoint.h5", ref / "checkpoint.h5")
-    _same_arrays(out / "pretrained.h5", ref / "pretrained.h5")
+    same_arrays(out / "checkpoint.h5", ref / "checkpoint.h5")
+    same_arrays(out / "pretrained.h5", ref / "pretrained.h5")
     for name in ("report.md", "timing.json", "config.json", "log.txt"):
         assert (out / name).is_file(), name
     assert sorted(p.name for p in (out / "evals").iterdir() if f"evals/{p.name}" not in ignore) \

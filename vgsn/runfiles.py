@@ -63,7 +63,8 @@ class WriteFailed(TrainingError):
 
 # New columns are appended (old runs' eval.csv keep parsing): the paper's GPDE
 # protocol, the TFD overlap flag, what the IWLL is and the binarised IWLL (issue 15),
-# then the chain scores (issue 16, vgsn.runeval.SCORE_COLUMNS).
+# then the chain scores (issue 16, vgsn.runeval.SCORE_COLUMNS), then which Parzen engine
+# ran the GPDE ('numpy' or 'jax', issue 13).
 EVAL_COLUMNS = ["update", "phase", "branch", "kind", "gpde_sigma", "gpde_sigma_at_edge",
                 "gpde_valid", "gpde_test", "gpde_test_stderr", "bound_valid", "nll_valid",
                 "kl_valid", "bound_test", "iwll_test", "iwll_k",
@@ -74,7 +75,8 @@ EVAL_COLUMNS = ["update", "phase", "branch", "kind", "gpde_sigma", "gpde_sigma_a
                 "confidence_final", "switch_rate_mean", "classes_visited_mean",
                 "never_switched", "frechet_start", "frechet_final", "frechet_mean",
                 "frechet_pca_start", "frechet_pca_final", "frechet_pca_mean",
-                "prior_confidence", "prior_frechet", "prior_frechet_pca"]
+                "prior_confidence", "prior_frechet", "prior_frechet_pca",
+                "gpde_engine"]
 
 
 def _plain(value):
