@@ -316,19 +316,24 @@ def test_load_models_builds_the_model_each_checkpoint_holds(reference):
     assert np.all(np.isfinite(after["model"].sample_prior(2, rng=np.random.default_rng(0))))
 
 
-@pytest.mark.parametrize("stop", [17, 27])
-def test_a_run_stopped_after_the_switch_resumes_bit_for_bit(tmp_path, reference, stop):
-    # 17: pre-training, resumed from update 15 (after the switch at 10);
-    # 27: the vae branch after the fork, resumed from update 25.
+def test_a_run_stopped_after_the_switch_resumes_bit_for_bit(tmp_path, reference):
+    # Stopped twice, one run (each resume costs a run's compile): at 17, in pre-training,
+    # resumed from update 15 (after the switch at 10); then at 27, in the vae branch after
+    # the fork, resumed from update 25; then to the end.
     out = tmp_path / "run"
     with pytest.raises(train.Interrupted):
-        train.run(_mini(), out, quiet=True, hooks=StopAt(stop))
-    state, meta = load_run_checkpoint(out / "checkpoint.h5")
-    last = stop - stop % 5
-    assert meta["update"] == last
-    key = "model/vae.momentum" if last <= 20 else "vae/vae.momentum"
-    assert float(state[key]) == _expected(last - 1)    # part of the checkpointed state
-    train.resume(out, quiet=True)
+        train.run(_mini(), out, quiet=True, hooks=StopAt(17))
+    for stop, resume_hooks in ((17, StopAt(27)), (27, None)):
+        state, meta = load_run_checkpoint(out / "checkpoint.h5")
+        last = stop - stop % 5
+        assert meta["update"] == last
+        key = "model/vae.momentum" if last <= 20 else "vae/vae.momentum"
+        assert float(state[key]) == _expected(last - 1)    # part of the checkpointed state
+        if resume_hooks is None:
+            train.resume(out, quiet=True)
+        else:
+            with pytest.raises(train.Interrupted):
+                train.resume(out, quiet=True, hooks=resume_hooks)
     assert _metrics(out) == _metrics(reference)
     same_arrays(out / "checkpoint.h5", reference / "checkpoint.h5")
     same_arrays(out / "pretrained.h5", reference / "pretrained.h5")
