@@ -354,14 +354,11 @@ class VCGLoop(Compiled, DrawsAhead):
       step_decay^t / sum (SPEC section 4), nll_t reconstructing the step's own input
       (walkout) or x0 (walkback); gradients go back through every step (BPTT).
 
-    Who owns which hyperparameter: the KL weights (Eq. 5's lambda ``lam_kl`` and
-    gamma ``gamma_kl``) and the L2 weight ``l2`` of q and p are the MODEL's
-    (``model.hyper``, the very shared variables ``OneStageModel.train_step`` uses), so
-    one schedule drives the KL weight whichever way the model is trained. The loop's
-    own ``self.hyper`` holds ``lr_gen``, ``lr_guide``, ``gen_weight``,
-    ``guide_weight``, ``lam_l2d``, ``lam_l2a`` (and ``moment_weight`` when used).
-
-    The loop never writes the model's hyperparameters: set ``model.hyper`` (e.g. the
+    Who owns which hyperparameter: ``lam_kl``, ``gamma_kl`` (Eq. 5) and ``l2`` are the
+    MODEL's (``model.hyper``, the shared variables ``OneStageModel.train_step`` uses: one
+    schedule drives the KL weight either way); the loop's ``self.hyper`` holds ``lr_gen``,
+    ``lr_guide``, ``gen_weight``, ``guide_weight``, ``lam_l2d``, ``lam_l2a`` (and
+    ``moment_weight``). The loop never writes the model's: set ``model.hyper`` (e.g. the
     chain phase's ``l2=1e-4``) before or between updates.
 
     Parameters
@@ -451,10 +448,8 @@ class VCGLoop(Compiled, DrawsAhead):
         names = self.guide.noise_names()
         return names + (["vis_add"] if self.guide.input_noise > 0 else [])
 
-    def _noise_widths(self):
-        """name -> columns of each guide noise input (``MaxoutGuide.draw_noise``)."""
-        width = self.guide.noise_widths()
-        return {n: width[n] for n in self._noise_names()}
+    def _noise_widths(self):   # name -> columns of each guide noise input
+        return {n: self.guide.noise_widths()[n] for n in self._noise_names()}
 
     def _build(self, name, rows=None):
         """Compile the function ``name`` for ``self.mode``; the one place the loop's
@@ -556,8 +551,7 @@ class VCGLoop(Compiled, DrawsAhead):
         """Every noise one update consumes, drawn from ``self.rng`` in a fixed order:
         the chain's eps (steps, chain_rows, z_dim), then the guide's noise for
         ``data_rows + steps * chain_rows`` stacked rows (``MaxoutGuide.draw_noise``).
-        ``train_step`` takes it through ``vgsn.noise.DrawsAhead`` (drawn ahead on a GPU:
-        the same numbers; reading ``self.rng`` puts back what was drawn ahead)."""
+        ``train_step`` takes it through ``vgsn.noise.DrawsAhead`` (ahead on a GPU)."""
         self.rng                                  # noqa: B018 - puts back noise drawn ahead
         return self._draw_noise(chain_rows, data_rows)
 
