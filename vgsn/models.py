@@ -449,7 +449,8 @@ class VCGLoop(Compiled, DrawsAhead):
         return names + (["vis_add"] if self.guide.input_noise > 0 else [])
 
     def _noise_widths(self):   # name -> columns of each guide noise input
-        return {n: self.guide.noise_widths()[n] for n in self._noise_names()}
+        width = self.guide.noise_widths()
+        return {n: width[n] for n in self._noise_names()}
 
     def _build(self, name, rows=None):
         """Compile the function ``name`` for ``self.mode``; the one place the loop's
