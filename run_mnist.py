@@ -8,7 +8,7 @@
 """
 import sys
 
-from vgsn.cli import cli_main
+from vgsn.run.cli import cli_main
 
 if __name__ == "__main__":
     sys.exit(cli_main(sys.argv[1:], "mnist"))

@@ -10,7 +10,7 @@ stand-in with --dataset olivetti / --dataset frey (see data/README.md).
 """
 import sys
 
-from vgsn.cli import cli_main
+from vgsn.run.cli import cli_main
 
 if __name__ == "__main__":
     sys.exit(cli_main(sys.argv[1:], "tfd"))

@@ -2,7 +2,7 @@
 
 10,000 centres (model samples), 10,000 validation rows scored under 10 sigmas
 (MNIST_SIGMAS), then 10,000 test rows under the chosen sigma, at 784 dims: the
-whole ``vgsn.evaluation.gpde`` call. The SGEMM (and DGEMM) peak of this machine
+whole ``vgsn.eval.bound.gpde`` call. The SGEMM (and DGEMM) peak of this machine
 is measured in the same run, so the rate can be read against it.
 
 Engines, side by side: numpy float64 (the exact default), numpy float32 (unless
@@ -47,7 +47,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _backends  # noqa: E402
-from vgsn.evaluation import MNIST_SIGMAS, gpde, parzen_gemm_flops  # noqa: E402
+from vgsn.eval.gpde import MNIST_SIGMAS, gpde  # noqa: E402
+from vgsn.eval.parzen import parzen_gemm_flops  # noqa: E402
 
 
 def gemm_peak(dtype, n=4096, repeats=5):
@@ -67,7 +68,7 @@ def gemm_peak(dtype, n=4096, repeats=5):
 def make_data(n, d, mnist=None):
     """(centres, X_valid, X_test), float32, the same in every worker."""
     if mnist:
-        from vgsn.datasets import load_dataset
+        from vgsn.data.datasets import load_dataset
         data = load_dataset("mnist", mnist, download=False)
         if data.train.shape[1] != d:
             raise SystemExit(f"--mnist: rows have {data.train.shape[1]} dims, not --dims {d}")
@@ -80,7 +81,7 @@ def make_data(n, d, mnist=None):
 def worker(mode, n, d, mnist):
     """Child with ``VGSN_MODE=mode``: times one ``gpde`` call per request."""
     from vgsn import backend  # noqa: F401  (imported: engine='auto' reads its mode)
-    from vgsn.evaluation import parzen_engine
+    from vgsn.eval.parzen import parzen_engine
     data = make_data(int(n), int(d), mnist or None)
 
     def run(variant):
@@ -95,7 +96,7 @@ def worker(mode, n, d, mnist):
         engine = parzen_engine("auto")
         out = {"engine": engine, "device": "cpu (numpy)"}
         if engine == "jax":
-            from vgsn import parzen_jax
+            from vgsn.eval import parzen_jax
             out["device"] = parzen_jax.device_name()
             # The block shapes of the full call (see parzen_jax.block_shape): one
             # compile for the 10 sigmas of the validation pass, one for the test pass.

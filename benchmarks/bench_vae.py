@@ -80,7 +80,7 @@ def _timed(f, *args):
 
 
 def _build(name, mode=None):
-    from vgsn.models import OneStageModel
+    from vgsn.model.vae import OneStageModel
     model = OneStageModel(**SIZES[name], seed=0, lr=1e-4)
     return model.use_mode(mode) if mode else model
 

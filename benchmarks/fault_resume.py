@@ -50,9 +50,10 @@ def _die():
 
 def child(kind, n, argv):
     """Run ``run_mnist.py argv`` in this process, SIGKILLed at point (kind, n)."""
-    from vgsn import checkpoints, runfiles
-    from vgsn.cli import cli_main
-    from vgsn.train import Hooks
+    from vgsn.run import checkpoints
+    from vgsn.run import folder as runfiles
+    from vgsn.run.cli import cli_main
+    from vgsn.run.loop import Hooks
 
     hooks = None
     if kind == "update":
@@ -89,13 +90,13 @@ def _run(args, timeout=900):
 
 
 def _arrays(path):
-    from vgsn.checkpoints import load_run_checkpoint
+    from vgsn.run.checkpoints import load_run_checkpoint
     return load_run_checkpoint(path)[0]
 
 
 def compare_runs(out, ref):
     """The differences between run folders ``out`` and ``ref`` (empty: bit for bit)."""
-    from vgsn.runfiles import is_metrics_file
+    from vgsn.run.folder import is_metrics_file
 
     problems = [f"{name} missing" for name in PROMISED if not (out / name).is_file()]
     names = {p.name for p in ref.iterdir() if is_metrics_file(p.name)}
@@ -128,7 +129,7 @@ def compare_runs(out, ref):
 
 def _ranges(ref):
     """Where each kind of kill can fall, after the first checkpoint is complete."""
-    from vgsn import presets as P
+    from vgsn.run import presets as P
 
     c = P.get_preset("tiny")
     first = c.checkpoint_every

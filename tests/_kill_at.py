@@ -7,8 +7,8 @@ import os
 import signal
 import sys
 
-from vgsn.cli import cli_main
-from vgsn.train import Hooks
+from vgsn.run.cli import cli_main
+from vgsn.run.loop import Hooks
 
 
 class KillAt(Hooks):

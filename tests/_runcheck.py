@@ -1,11 +1,12 @@
 """Shared by the resume tests: a hook that stops a run, and checkpoint equality."""
 import numpy as np
 
-from vgsn import train
-from vgsn.checkpoints import load_run_checkpoint
+from vgsn.run import train
+from vgsn.run import loop
+from vgsn.run.checkpoints import load_run_checkpoint
 
 
-class StopAt(train.Hooks):
+class StopAt(loop.Hooks):
     """Ctrl-C right after update ``k`` (the run stops as Interrupted)."""
 
     def __init__(self, k):

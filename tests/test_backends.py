@@ -22,19 +22,19 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed"),
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
+from _paths import ROOT  # noqa: E402
 RTOL, ATOL = 2e-5, 2e-5          # float32: a few ulps after a handful of updates
 
 
 def _model(mode, x_type="gaussian", momentum=0.5):
-    from vgsn.models import OneStageModel
+    from vgsn.model.vae import OneStageModel
     return OneStageModel(20, 4, q_hidden=(16, 12), p_hidden=(12, 16), x_type=x_type,
                          momentum=momentum, seed=3).use_mode(mode)
 
 
 def _loop(model, mode, **kw):
-    from vgsn.models import VCGLoop
-    from vgsn.nets import MaxoutGuide
+    from vgsn.model.vcg import VCGLoop
+    from vgsn.model.nets import MaxoutGuide
     guide = MaxoutGuide(model.x_dim, np.random.default_rng(5), units=8, pool=2)
     return VCGLoop(model, guide, steps=3, momentum=0.5, **kw).use_mode(mode)
 
@@ -108,7 +108,7 @@ def test_jax_train_step_compiles_once_per_batch_shape():
 
 
 def test_evaluation_agrees_on_c_and_jax():
-    from vgsn import evaluation as ev
+    from vgsn.eval import bound as ev
     X = _data(30)
     got = {}
     for mode in ("c", "jax"):
@@ -157,7 +157,7 @@ def test_numba_guided_update_runs_and_agrees_with_c():
 def _run_script(args, kill_at=None, timeout=600, **env_extra):
     script = ["run_mnist.py"] if kill_at is None else ["tests/_kill_at.py", str(kill_at)]
     env = dict(os.environ, **env_extra)
-    if kill_at is not None:     # the driver imports vgsn.train before its cli_main runs
+    if kill_at is not None:     # the driver imports vgsn.run.train before its cli_main runs
         env["VGSN_MODE"] = "JAX"
     return subprocess.run([sys.executable, *script, *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout, env=env)
@@ -166,8 +166,8 @@ def _run_script(args, kill_at=None, timeout=600, **env_extra):
 def test_sigkill_then_resume_on_jax_matches_an_uninterrupted_run(tmp_path):
     import json
 
-    from vgsn import presets as P
-    from vgsn.checkpoints import load_run_checkpoint
+    from vgsn.run import presets as P
+    from vgsn.run.checkpoints import load_run_checkpoint
     c = P.get_preset("tiny")
     ref = tmp_path / "reference"
     done = _run_script(["--preset", "tiny", "--out", str(ref), "--quiet", "--no-figures",
@@ -177,7 +177,7 @@ def test_sigkill_then_resume_on_jax_matches_an_uninterrupted_run(tmp_path):
     assert "mode jax" in (ref / "report.md").read_text()
     kill_at = int(np.random.default_rng().integers(c.checkpoint_every + 1, c.total_updates))
     out = tmp_path / "killed"
-    # The killed and resumed runs draw their noise two updates ahead (vgsn.noise, what a
+    # The killed and resumed runs draw their noise two updates ahead (vgsn.model.noise, what a
     # GPU run does), the reference in place: the same numbers either way, and a checkpoint
     # saves the generator where the in-place run has it.
     killed = _run_script(["--preset", "tiny", "--out", str(out), "--quiet", "--no-figures",

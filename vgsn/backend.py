@@ -6,9 +6,7 @@ Every other module imports the symbolic API from here::
 
     from vgsn.backend import T, function, shared, scan, grad, floatX
 
-``function`` is the library's own, unchanged. The disk cache of rewritten graphs
-(``vgsn.graphcache``, opt-in) is called explicitly where it pays; this module never
-imports it.
+``function`` is the library's own, unchanged.
 
 Choosing the library
 --------------------
@@ -44,6 +42,15 @@ user left it once the library has read it, so child processes choose afresh):
   ``blas_warning()`` returns the one-line message to show when none is linked.
 - PyTensor only: ``mode=`` the chosen mode (``CVM`` for C: PyTensor's own default is
   NUMBA).
+
+Compile caches
+--------------
+The C mode's compiled modules are cached by the library in its ``base_compiledir``
+(``~/.aesara`` or ``~/.pytensor``). In JAX mode, XLA's compiled executables go to JAX's
+persistent compilation cache, turned on here in ``<base_compiledir>/jax_cache``
+(``jax_cache_dir()``) unless the user points ``JAX_COMPILATION_CACHE_DIR`` elsewhere
+(then that is used, untouched): a second process compiles a graph it has seen before
+in a fraction of the time.
 """
 import glob
 import importlib
@@ -55,7 +62,7 @@ __all__ = [
     "NAME", "MODE", "MODES", "T", "function", "shared", "scan", "grad", "config", "floatX",
     "disconnected_grad", "clone_replace", "blas_linked", "blas_warning", "as_floatX",
     "library_version", "verify_grad", "compile_mode", "check_mode", "register_op", "activate",
-    "devices", "describe",
+    "devices", "describe", "jax_cache_dir",
     "Op", "Apply",
 ]
 
@@ -97,8 +104,8 @@ def _flag_string(user_flags, defaults):
 
 def default_mode():
     """The mode used when ``VGSN_MODE`` is unset: 'jax' on Python >= 3.12 when PyTensor
-    and jax are both installed (measured here: the guided update about 4x, the VAE
-    update about 3.5x faster than the C mode, see the README's benchmarks), else 'c'
+    and jax are both installed (the faster of the two for vgsn's updates on a CPU too,
+    ``docs/benchmarks.md``), else 'c'
     (always on Aesara, the faithful Theano-era path)."""
     import importlib.util
     import sys
@@ -273,6 +280,7 @@ def activate(mode):
         return
     _ACTIVE.add(mode)
     if mode == "jax":
+        _start_jax_cache()
         # Two expected messages of every JAX compile, said once per Op and call: the
         # library's float64 sum accumulators run in float32 (jax's x64 is off: float32
         # throughout, like a GPU), and shape Asserts are dropped while tracing (XLA
@@ -281,6 +289,20 @@ def activate(mode):
         warnings.filterwarnings("ignore", message="Skipping .* as JAX tracing would remove it")
     for op_type, make in _OP_IMPLS[mode]:
         _register_with_library(mode, op_type, make)
+
+
+def jax_cache_dir():
+    """Where JAX's persistent compilation cache lives: ``JAX_COMPILATION_CACHE_DIR`` when the
+    user set it, else ``<base_compiledir>/jax_cache`` beside the library's C cache."""
+    return os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.join(
+        str(config.base_compiledir), "jax_cache")
+
+
+def _start_jax_cache():
+    import jax
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return                              # jax reads the user's own setting itself
+    jax.config.update("jax_compilation_cache_dir", jax_cache_dir())
 
 
 def register_op(op_type, jax=None, numba=None):

@@ -1,0 +1,393 @@
+"""The run folder's files: metrics, the log, timing and ``report.md``.
+
+Nothing here is symbolic or trains anything: ``vgsn.run.train`` hands this module
+rows, messages and numbers, and it writes them where a reader looks.
+
+The run folder
+--------------
+``config.json``        the settings (also stored in every checkpoint)
+``metrics.jsonl``      every row: training costs (``kind='train'``, means over
+                       ``log_every`` updates), evaluations (``'eval'``), the final
+                       evaluation (``'final'``)
+``train_<branch>.csv`` the training rows of one branch
+``eval.csv``           the evaluation rows (periodic and final)
+``checkpoint.h5``      the last checkpoint (``pretrained.h5``: the one at the fork)
+``evals/*.npz``        the arrays behind the figures (samples, scatter, KL per dim)
+``figures/*.png``      the figures; ``report.md`` embeds them
+``log.txt``            the human log, with times; ``timing.json`` seconds per phase
+
+The metrics files hold no times or rates, so an interrupted and resumed run writes
+them byte for byte as an uninterrupted run with the same seed does: resuming cuts
+them back to their sizes at the checkpoint (:func:`rewind`).
+"""
+import csv
+import io
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vgsn.run import presets as P
+from vgsn.run.config import apply_overrides
+from vgsn.run.checkpoints import CheckpointError, load_run_checkpoint
+
+__all__ = ["TrainingError", "Diverged", "Interrupted", "WriteFailed", "EVAL_COLUMNS", "BRANCHES",
+           "RESUME_FIELDS",
+           "is_metrics_file", "Metrics", "RunLog", "Progress", "check_out", "rewind", "write_timing", "write_report"]
+
+
+class TrainingError(RuntimeError):
+    """A run cannot go on; the message is one line saying why and what to do."""
+
+
+class Diverged(TrainingError):
+    """A cost or a parameter became NaN or infinite."""
+
+
+class Interrupted(TrainingError):
+    """The user stopped the run (Ctrl-C); the last checkpoint stays."""
+
+
+class WriteFailed(TrainingError):
+    """A file of the run could not be written (full disk, read-only folder or
+    mount); the last good checkpoint stays loadable."""
+
+
+# ---------------------------------------------------------------------------
+# metrics files
+# ---------------------------------------------------------------------------
+
+# New columns are appended, never inserted, so the eval.csv of older runs keeps parsing:
+# the paper's GPDE protocol, the TFD overlap flag, what the IWLL is and the binarised
+# IWLL, then the chain scores (vgsn.run.evaluate.SCORE_COLUMNS), then which Parzen engine
+# ran the GPDE ('numpy' or 'jax').
+EVAL_COLUMNS = ["update", "phase", "branch", "kind", "gpde_sigma", "gpde_sigma_at_edge",
+                "gpde_valid", "gpde_test", "gpde_test_stderr", "bound_valid", "nll_valid",
+                "kl_valid", "bound_test", "iwll_test", "iwll_k",
+                "gpde_paper_sigma", "gpde_paper_sigma_at_edge", "gpde_paper_test",
+                "gpde_paper_test_stderr", "gpde_paper_valid", "gpde_paper_valid_sigma",
+                "test_overlaps_train", "iwll_kind", "iwll_bin_test",
+                "score_chains", "score_steps", "confidence_test", "confidence_start",
+                "confidence_final", "switch_rate_mean", "classes_visited_mean",
+                "never_switched", "frechet_start", "frechet_final", "frechet_mean",
+                "frechet_pca_start", "frechet_pca_final", "frechet_pca_mean",
+                "prior_confidence", "prior_frechet", "prior_frechet_pca",
+                "gpde_engine"]
+
+
+def _plain(value):
+    """Python scalars for JSON / CSV (float repr is exact and stable)."""
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+#: The settings ``--resume`` may change (``--set FIELD=VALUE``): schedules and step
+#: sizes, never a shape, a seed or what the run writes, so the checkpoint's state
+#: still fits. Lowering a learning rate is what helps after a divergence.
+RESUME_FIELDS = ("pretrain_lr", "pretrain_warmup", "pretrain_lr_decay", "pretrain_lr_decay_every",
+                 "lr_gen", "lr_guide", "chain_warmup", "chain_lr_decay", "chain_lr_decay_every",
+                 "pretrain_l2", "chain_l2", "max_norm", "checkpoint_every")
+
+#: The branches a run trains (``train_<branch>.csv``); ``vgsn.run.train`` names them so.
+BRANCHES = ("pretrain", "guided", "vae")
+
+
+def is_metrics_file(name):
+    """True for the metrics files a run writes (and so owns): ``metrics.jsonl``,
+    ``eval.csv``, ``train_<branch>.csv``. Nothing else in the folder is touched."""
+    return (name in ("metrics.jsonl", "eval.csv")
+            or (name.startswith("train_") and name.endswith(".csv") and name[6:-4] in BRANCHES))
+
+
+class Metrics:
+    """Append-only metrics files of a run folder, resumable by truncation.
+
+    Every row goes to ``metrics.jsonl`` and to one CSV (``train_<branch>.csv`` or
+    ``eval.csv``), each written and closed at once so a kill loses nothing
+    written before. ``sizes()`` records the files' byte sizes (stored in a
+    checkpoint); ``truncate(sizes)`` cuts them back on resume, then reads the rows.
+    Only the files of :func:`is_metrics_file` are ever written, cut or removed.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.rows = []
+
+    def files(self):
+        """The run's metrics files present in the folder."""
+        return sorted(p.name for p in self.folder.iterdir()
+                      if p.is_file() and is_metrics_file(p.name))
+
+    def sizes(self):
+        return {name: (self.folder / name).stat().st_size for name in self.files()}
+
+    def truncate(self, sizes):
+        """Put the metrics files back to ``sizes`` (a checkpoint's), then read them.
+
+        Checks every file before changing any: a file the checkpoint recorded that
+        is gone or shorter refuses (``TrainingError``, one line) with nothing
+        changed. A torn last line (a crash or a full disk mid-write) is cut with
+        the rest of what came after the checkpoint. The run's metrics files the
+        checkpoint does not list were written after it and are removed.
+        """
+        sizes = {k: int(v) for k, v in sizes.items() if is_metrics_file(k)}
+        for name, size in sorted(sizes.items()):
+            path = self.folder / name
+            if not path.is_file():
+                raise TrainingError(f"cannot resume: {path} is gone (the checkpoint recorded "
+                                    f"{size:,} bytes of it); put it back, or start the run "
+                                    f"again in a new folder")
+            if path.stat().st_size < size:
+                raise TrainingError(f"cannot resume: {path} has {path.stat().st_size:,} bytes, "
+                                    f"fewer than the {size:,} the checkpoint recorded; put the "
+                                    f"whole file back, or start the run again in a new folder")
+        for name in self.files():
+            path = self.folder / name
+            if name not in sizes:
+                path.unlink()
+            elif path.stat().st_size != sizes[name]:
+                os.truncate(path, sizes[name])
+        self.load()
+
+    def load(self):
+        """Read ``metrics.jsonl``'s rows (after :meth:`truncate`)."""
+        self.rows = []
+        path = self.folder / "metrics.jsonl"
+        if not path.exists():
+            return self
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    self.rows.append(json.loads(line))
+                except ValueError:
+                    raise TrainingError(f"{path}: line {i} is not a JSON row (the file was "
+                                        f"changed by hand?)") from None
+        return self
+
+    def write(self, row):
+        row = {k: _plain(v) for k, v in row.items()}
+        self.rows.append(row)
+        with open(self.folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if row["kind"] == "train":
+            name, columns = f"train_{row['branch']}.csv", list(row)
+        else:
+            name, columns = "eval.csv", EVAL_COLUMNS
+        path = self.folder / name
+        new = not path.exists()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, columns, restval="", extrasaction="ignore",
+                                lineterminator="\n")
+        if new:
+            writer.writeheader()
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        with open(path, "a") as f:
+            f.write(buf.getvalue())
+
+    def select(self, *kinds):
+        return [r for r in self.rows if r["kind"] in kinds]
+
+
+_SNAPSHOT_KINDS = ("scatter", "samples", "chains", "chainscores")
+
+
+def rewind(out, metrics, sizes, update):
+    """Put the run folder back as it was at the checkpoint of ``update``: the
+    metrics files cut to ``sizes``, the run's later snapshot arrays and any
+    checkpoint write a crash cut short removed. Files the run did not write (their
+    names are not the run's) are never touched."""
+    out = Path(out)
+    metrics.truncate(sizes)
+    for p in (out / "evals").glob("*_u*.npz"):
+        kind, _, rest = p.stem.partition("_")
+        branch, _, u = rest.rpartition("_u")
+        if kind in _SNAPSHOT_KINDS and branch in BRANCHES and u.isdigit() and int(u) > update:
+            p.unlink()
+    for p in out.glob(".*.h5.tmp-*"):
+        p.unlink()
+
+
+# ---------------------------------------------------------------------------
+# the log and the progress display
+# ---------------------------------------------------------------------------
+
+def _interactive():
+    """A progress bar can be drawn: stderr is a terminal with a width."""
+    try:
+        return sys.stderr.isatty() and os.get_terminal_size(sys.stderr.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _hms(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class RunLog:
+    """``log.txt`` of a run folder; ``say`` also writes to stderr unless ``quiet``
+    (through the progress bar while one is drawn)."""
+
+    def __init__(self, out, quiet=False):
+        self.path = Path(out) / "log.txt"
+        self.quiet = quiet
+        self.bar = None
+
+    def say(self, message):
+        """One line to log.txt (with the time) and, unless quiet, to stderr."""
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path, "a") as f:
+            f.write(f"{stamp}  {message}\n")
+        if not self.quiet:
+            if self.bar is not None and not self.bar.disable:
+                self.bar.write(message, file=sys.stderr)
+            else:
+                print(message, file=sys.stderr, flush=True)
+
+
+class Progress:
+    """The progress display of a run: a tqdm bar on a terminal, else a plain line
+    (rate, ETA, running costs) every ``every`` updates through ``log``. Display
+    only: nothing here is saved."""
+
+    COSTS = ("cost", "gen_cost", "nll", "kl", "guide_loss", "guide_acc")
+
+    def __init__(self, log, total, initial, every, desc):
+        self.log, self.total, self.every = log, int(total), max(1, int(every))
+        self.bar = tqdm(total=total, initial=initial, unit="upd", file=sys.stderr,
+                        disable=log.quiet or not _interactive(), dynamic_ncols=True,
+                        smoothing=0.05, desc=desc)
+        log.bar = self.bar
+        self.running = {}
+        self.postfix = {}
+        self.t_line, self.u_line = time.time(), int(initial)
+
+    def tick(self, update, phase, results, refresh_every):
+        """Update ``update`` (1-based count) of ``phase`` is done with ``results``."""
+        self.bar.update(1)
+        self.postfix = {}
+        # A moving average over about the last 20 updates.
+        for name, result in results.items():
+            for k in self.COSTS:
+                if k in result:
+                    key = f"{name[0]}.{k}"
+                    old = self.running.get(key, result[k])
+                    self.running[key] = 0.95 * old + 0.05 * result[k]
+                    self.postfix[key] = f"{self.running[key]:.3g}"
+        if update % max(1, refresh_every) == 0:
+            self.bar.set_description(phase)
+            self.bar.set_postfix(self.postfix, refresh=False)
+
+    def line(self, update, phase):
+        """Without a bar: a plain progress line every ``every`` updates and at the end."""
+        if not self.bar.disable or self.log.quiet:
+            return
+        if update % self.every and update != self.total:
+            return
+        t = time.time()
+        rate = (update - self.u_line) / max(t - self.t_line, 1e-9)
+        eta = (self.total - update) / max(rate, 1e-9)
+        costs = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
+        self.log.say(f"update {update:,}/{self.total:,} ({phase}) {rate:.1f} upd/s, "
+                     f"ETA {_hms(eta)}; {costs}")
+        self.t_line, self.u_line = t, update
+
+    def close(self):
+        self.bar.close()
+        self.log.bar = None
+
+
+# ---------------------------------------------------------------------------
+# the folder itself, timing, the report
+# ---------------------------------------------------------------------------
+
+def check_out(out):
+    """Create the run folder and prove it writable; ``TrainingError`` otherwise.
+    Returns True when this call created it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"--out {out}: exists and is not a folder")
+    if (out / "checkpoint.h5").exists():
+        raise TrainingError(f"--out {out}: already holds a run; continue it with --resume {out} "
+                            f"or choose another folder")
+    if (out / "metrics.jsonl").exists():
+        raise TrainingError(f"--out {out}: holds a run stopped before its first checkpoint "
+                            f"(nothing to resume from); choose another folder, or delete it")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    return created
+
+
+def write_timing(out, timing):
+    with open(Path(out) / "timing.json", "w") as f:
+        json.dump(timing, f, indent=1)
+
+
+# The report lives in vgsn.run.report (it grew with the evaluation protocols and the chain
+# scores); the name stays importable from here.
+from vgsn.run.report import write_report  # noqa: E402
+
+
+# ---- resume: what the checkpoint must hold before anything in the folder changes ----
+
+def open_checkpoint(path, what):
+    try:
+        return load_run_checkpoint(path)
+    except CheckpointError as exc:
+        raise TrainingError(f"{what}{exc}") from None
+
+
+def resume_config(meta, overrides, where):
+    """The checkpoint's config with the ``overrides`` a resume may apply
+    (``runfiles.RESUME_FIELDS``); one-line ``TrainingError`` otherwise."""
+    try:
+        config = P.Preset.from_dict(meta["config"]).validate()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TrainingError(f"cannot resume: {where}: the stored settings do not load "
+                            f"({exc})") from None
+    overrides = dict(overrides or {})
+    fixed = sorted(set(overrides) - set(RESUME_FIELDS))
+    if fixed:
+        raise TrainingError(f"cannot resume with --set {', '.join(fixed)}: it changes the "
+                            f"trained state or the run's files; on resume only "
+                            f"{', '.join(RESUME_FIELDS)} may change")
+    try:
+        return apply_overrides(config, overrides).validate(), config
+    except ValueError as exc:
+        raise TrainingError(f"cannot resume: {exc}") from None
+
+
+def check_pretrained(run_dir, config, meta):
+    """``pretrained.h5`` (the model at the fork) must be there once the checkpoint
+    is at or past the fork: it was written before that checkpoint."""
+    fork = int(config.pretrain_updates)
+    if not (fork > 0 and config.chain_updates > 0 and int(meta["update"]) >= fork):
+        return
+    path = run_dir / "pretrained.h5"
+    try:
+        _, pre = load_run_checkpoint(path)
+    except CheckpointError as exc:
+        raise TrainingError(f"cannot resume: {exc} (pretrained.h5 is the model at the fork, "
+                            f"update {fork:,}; put the run's copy back, or start the run "
+                            f"again in a new folder)") from None
+    if int(pre.get("update", -1)) != fork:
+        raise TrainingError(f"cannot resume: {path} holds update {pre.get('update')}, not the "
+                            f"fork's {fork:,}; put the run's copy back, or start the run again")

@@ -1,0 +1,159 @@
+"""Start a run, resume one, load a run's models.
+
+``run(config, out)`` runs one experiment of ``vgsn.run.presets`` end to end in the
+folder ``out``; ``resume(out)`` continues a stopped run exactly where its last
+checkpoint left it; ``load_models(out)`` gives a run's trained models (and guide).
+"""
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from vgsn import backend
+from vgsn.run import presets as P
+from vgsn.run.data import data_digest, load_data
+from vgsn.data.datasets import resolve_data_dir
+from vgsn.run.folder import (TrainingError, WriteFailed, check_out, check_pretrained,
+                             open_checkpoint, resume_config)
+from vgsn.run.loop import Run
+from vgsn.model.vae import OneStageModel
+
+__all__ = ["run", "resume", "load_models"]
+
+
+
+def run(config, out, data_dir=None, quiet=False, hooks=None):
+    """Run the experiment ``config`` in the folder ``out``; returns the report's path.
+
+    Raises
+    ------
+    TrainingError
+        One-line reasons: the folder cannot be written or already holds a run,
+        the data are missing, the run diverged (the last good checkpoint stays).
+    """
+    config = config.validate()
+    out = Path(out)
+    created = check_out(out)
+    try:
+        data, note = load_data(config, data_dir)
+        empty = [part for part in ("train", "valid", "test") if not len(getattr(data, part))]
+        if empty:   # found now, not after hours of training when the evaluation needs them
+            raise TrainingError(f"{data.source}: no {' and no '.join(empty)} images in the "
+                                f"{data.name} split this run would use; choose another fold "
+                                f"or data file")
+    except TrainingError:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    config = replace(config, dataset=data.name, fallback_dataset=None)
+    data_dir = None if data.name == "digits" else str(resolve_data_dir(data_dir))
+    try:
+        with open(out / "config.json", "w") as f:      # + the back-end (cli's --resume reads it)
+            json.dump({**config.to_dict(), "backend": backend.MODE}, f, indent=1)
+        r = Run(config, out, data, note, data_dir, quiet, hooks)
+        r.say(f"preset {config.name}: {config.pretrain_updates:,} pre-training + "
+              f"{config.chain_updates:,} chain updates -> {out}")
+        r.say(f"dataset: {note}; using {data.source}" if note else f"dataset: {data.source}")
+    except OSError as exc:
+        raise WriteFailed(f"--out {out}: cannot write {exc.filename or 'there'} "
+                          f"({exc.strerror or exc}); nothing was trained") from None
+    return r.train()
+
+
+def resume(run_dir, quiet=False, hooks=None, overrides=None):
+    """Continue the run in ``run_dir`` from its checkpoint, exactly as if it had
+    never stopped; returns the report's path. A finished run is evaluated and
+    reported again.
+
+    Before anything in the folder changes it checks the checkpoint (checksum),
+    the data (the same content digest as when the run began), ``pretrained.h5``
+    once past the fork, and the metrics files the checkpoint recorded; each
+    refusal is one line. ``overrides`` ({field: value}, only
+    ``runfiles.RESUME_FIELDS``: learning-rate schedules, L2, clipping, checkpoint
+    interval) change the run from here on: said in ``log.txt``, recorded in the
+    checkpoint (``overrides``) and in its config.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TrainingError(f"--resume {run_dir}: no such run folder")
+    ckpt = run_dir / "checkpoint.h5"
+    if not ckpt.exists():
+        if (run_dir / "metrics.jsonl").exists() or (run_dir / "config.json").exists():
+            raise TrainingError(f"cannot resume {run_dir}: it stopped before its first "
+                                f"checkpoint, so there is nothing to resume from; start the "
+                                f"run again in a new folder")
+        raise TrainingError(f"cannot resume {run_dir}: no checkpoint.h5 there (not a run "
+                            f"folder?)")
+    arrays, meta = open_checkpoint(ckpt, "cannot resume: ")
+    config, before = resume_config(meta, overrides, ckpt)
+    try:            # the same route as the fresh run (its config names the data it used)
+        data, _ = load_data(config, meta.get("data_dir"))
+    except TrainingError as exc:
+        raise TrainingError(f"cannot resume: {exc}") from None
+    x_dim = arrays["model/q.h0.W"].shape[0] if "model/q.h0.W" in arrays else None
+    if x_dim != data.n_pixels:
+        raise TrainingError(f"cannot resume: the checkpoint's model has {x_dim} inputs, the "
+                            f"dataset {data.source} {data.n_pixels} pixels")
+    recorded = meta.get("data_digest")
+    if recorded is not None and recorded != data_digest(data):
+        raise TrainingError(f"cannot resume: the data ({data.source}) are not the data this run "
+                            f"was trained on (content digest {data_digest(data)[:12]}, the "
+                            f"checkpoint's {recorded[:12]}); put the original files back, or "
+                            f"start a new run")
+    check_pretrained(run_dir, config, meta)
+    try:
+        r = Run(config, run_dir, data, meta.get("data_note"), meta.get("data_dir"), quiet, hooks)
+        r._data_digest = recorded
+        r.restore(arrays, meta)
+        r.say(f"resuming {run_dir} at update {r.update:,} of {r.total:,}")
+        if meta.get("backend", "c") != backend.MODE:
+            r.say(f"note: trained so far on the {meta.get('backend', 'c')} back-end, resumed on "
+                  f"{backend.MODE}: from here on it matches an uninterrupted run to float32 "
+                  f"rounding, not bit for bit")
+        changed = {k: v for k, v in (overrides or {}).items() if getattr(before, k) != v}
+        for k, v in changed.items():
+            r.overrides.append({"update": r.update, "field": k, "old": getattr(before, k),
+                                "new": v})
+            r.say(f"update {r.update:,}: --set {k}={v} on resume (was {getattr(before, k)}); "
+                  f"from here on this run differs from an uninterrupted one")
+        if changed:   # the override survives another stop: it is in the checkpoint now
+            with open(run_dir / "config.json", "w") as f:
+                json.dump({**config.to_dict(), "backend": backend.MODE}, f, indent=1)
+            r.checkpoint()
+    except OSError as exc:
+        raise WriteFailed(f"cannot resume {run_dir}: cannot write {exc.filename or 'there'} "
+                          f"({exc.strerror or exc})") from None
+    return r.train()
+
+
+def load_models(path):
+    """The models of a run (folder or checkpoint file), ready to sample or evaluate.
+
+    Each is built as the checkpoint holds it: ``pretrained.h5`` (and any checkpoint
+    before the fork) with pre-training's arguments (``presets.model_args``: the TFD
+    script's Bernoulli model under ``--code2015``), the guided chain's model after the
+    fork with ``chain_model_args``, the ``vae`` branch with ``vae_branch_model_args``.
+
+    Returns
+    -------
+    dict branch -> OneStageModel
+        ``'model'``: the pre-trained model (after the fork: the guided chain's q and
+        p); ``'vae'``: the 1-step VAE branch when there is one.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.h5"
+    arrays, meta = open_checkpoint(path, "")
+    c = P.Preset.from_dict(meta["config"])
+    # ``forked``: the loop existed when it was written (pretrained.h5 is written just
+    # before the fork, so it holds pre-training's model).
+    built = {"model": P.chain_model_args(c) if meta.get("forked") else P.model_args(c),
+             "vae": P.vae_branch_model_args(c)}
+    models = {}
+    for prefix, args in built.items():
+        mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
+        if not mine:
+            continue
+        m = OneStageModel(mine["q.h0.W"].shape[0], **args)
+        m.set_state(mine)
+        models[prefix] = m
+    return models
