@@ -429,7 +429,7 @@ def test_chain_gamma_off_leaves_the_squared_kl_term_out_of_the_chain_cost(toy):
     state = model.get_state()
     guide = MaxoutGuide(2, np.random.default_rng([4, 2]), units=8, pool=2)
     loop = VCGLoop(model, guide, steps=6, chain_gamma=False, seed=4)
-    model.hyper.set(lam_kl=1.5, gamma_kl=0.2)
+    model.hyper.set(lam_kl=1.5, gamma_kl=2.0)      # large enough that the term would show
     try:
         X0 = D[:7]
         rng_copy = copy.deepcopy(loop.rng)
@@ -445,7 +445,7 @@ def test_chain_gamma_off_leaves_the_squared_kl_term_out_of_the_chain_cost(toy):
     w = w / w.sum()
     plain = np.sum(w * (nll + 1.5 * kl).mean(axis=1))
     excess = np.maximum(kl - kl.mean(axis=1, keepdims=True), 0)
-    with_gamma = np.sum(w * (nll + 1.5 * kl + 0.2 * excess ** 2).mean(axis=1))
+    with_gamma = np.sum(w * (nll + 1.5 * kl + 2.0 * excess ** 2).mean(axis=1))
     assert with_gamma - plain > 1e-3                      # the term would show
     assert r["vae_cost"] == pytest.approx(plain, rel=2e-4, abs=2e-5)
 

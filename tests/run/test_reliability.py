@@ -26,6 +26,7 @@ from vgsn.run import train
 from vgsn.run import loop
 from vgsn.run import data as rundata
 from vgsn.run import presets as P
+from vgsn.data.files import DatasetError
 from vgsn.run.checkpoints import CheckpointError, load_run_checkpoint, save_run_checkpoint
 
 from _paths import ROOT  # noqa: E402
@@ -282,7 +283,7 @@ def test_a_kill_while_writing_the_fork_checkpoints_still_ends_with_pretrained(
                 raise Killed
             monkeypatch.setattr(checkpoints, "_write_all", half)
         return real(path, arrays, meta)
-    monkeypatch.setattr(train, "save_run_checkpoint", save)
+    monkeypatch.setattr(loop, "save_run_checkpoint", save)
     with pytest.raises(Killed):
         train.run(_tiny(), out, quiet=True)
     monkeypatch.undo()
@@ -353,7 +354,7 @@ def test_a_broken_mnist_is_reported_never_replaced_by_the_digits(tmp_path, capsy
 
 def test_a_named_dataset_is_never_replaced(tmp_path, monkeypatch, capsys):
     def offline(*a, **k):
-        raise train.DatasetError(f"{tmp_path}: MNIST download failed (offline). Fix: put the "
+        raise DatasetError(f"{tmp_path}: MNIST download failed (offline). Fix: put the "
                                  f"files there")
     monkeypatch.setattr("vgsn.data.datasets.fetch", offline)
     out = tmp_path / "run"

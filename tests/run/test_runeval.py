@@ -22,6 +22,9 @@ from vgsn.run import data as rundata
 from vgsn.run.report import write_report
 from vgsn.run.folder import EVAL_COLUMNS, Metrics
 
+from _paths import ROOT  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tests" / "data"))     # the TFD file makers of test_datasets
 from test_datasets import _write_tfd, tfd_layout  # noqa: E402
 
 
@@ -56,7 +59,7 @@ def test_code2015_for_tfd_is_what_the_script_would_have_run():
     assert any("lam_kld_c" in line for line in P.CODE2015_TFD_UNDEFINED)
     # the KL weight from 0: the script's scale * lam_kld
     assert schedules.kl_weight_at(2500, 5.0, 5000, start=0.0) == pytest.approx(2.5)
-    assert train.vae_hyper_at(c, 0)["lam_kl"] == 0.0
+    assert schedules.vae_hyper_at(c, 0)["lam_kl"] == 0.0
 
 
 @pytest.mark.parametrize("name", P.CHECK_PRESETS)

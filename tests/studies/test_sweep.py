@@ -30,7 +30,7 @@ TINY = ["--preset", "tiny", "--grid", "lam_kl=1,2", "--seeds", "2", "--set", "fi
 
 
 def _sweep(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "vgsn.studies.sweep", *map(str, args)], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "vgsn.sweep", *map(str, args)], cwd=ROOT,
                           env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -90,7 +90,7 @@ def _alive(text):
 
 def test_killed_local_sweep_resumes_only_the_missing_points(hand, tmp_path):
     out = tmp_path / "local"
-    proc = subprocess.Popen([sys.executable, "-m", "vgsn.studies.sweep", *TINY, "--out", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "vgsn.sweep", *TINY, "--out", str(out),
                              "--executor", "local", "--jobs", "2"], cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -368,7 +368,7 @@ def test_submitit_debug_executor_runs_every_point_and_reports(tmp_path, monkeypa
                                        "kind": "final", "gpde_test": len(seen)}])
         return {"folder": Path(job["dir"]).name, "returncode": 0, "status": "finished"}
 
-    monkeypatch.setattr(S, "run_point", fake_run)
+    monkeypatch.setattr(X, "run_point", fake_run)
     out = tmp_path / "debug"
     assert S.main([*TINY, "--out", str(out), "--executor", "submitit-debug"]) == 0
     assert sorted(Path(j["dir"]).name for j in seen) == _folders(out)
