@@ -34,8 +34,9 @@ def test_help_and_argument_errors_never_import_the_symbolic_library():
     # Parsing is plain Python: the library (seconds to import) loads once the
     # arguments are good.
     code = ("import sys\n"
-            "from vgsn import cli\n"
-            "for argv in (['--help'], ['--preset', 'nope'], ['--quick', '--updates', '-1']):\n"
+            "from vgsn.run import cli\n"
+            "for argv in (['--help'], ['--preset', 'nope'], ['--quick', '--updates', '-1'],\n"
+            "             ['--quick', '--print-config']):\n"
             "    try:\n"
             "        cli.cli_main(argv, 'mnist')\n"
             "    except SystemExit:\n"

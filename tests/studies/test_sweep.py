@@ -25,7 +25,7 @@ from vgsn.studies.sweepreport import final_rows, point_status
 
 from _paths import ROOT  # noqa: E402
 ENV = dict(os.environ, VGSN_GRAPH_CACHE="1")
-TINY = ["--preset", "tiny", "--grid", "lam_kl=1,2", "--seeds", "2", "--set", "figures=false",
+TINY = ["--preset", "tiny", "--grid", "lam_kl=1,2", "--seeds", "1", "2", "--set", "figures=false",
         "--compile-cache", "shared", "--quiet"]
 
 
@@ -166,7 +166,7 @@ def _fake_eval(folder, rows, finished=True):
 
 def test_report_means_and_spreads_match_numpy(tmp_path):
     out = tmp_path / "constructed"
-    assert S.main(["--preset", "mnist2-ork", "--grid", "lam_kl=1,4", "--seeds", "3",
+    assert S.main(["--preset", "mnist2-ork", "--grid", "lam_kl=1,4", "--seeds", "1-3",
                    "--set", "figures=false", "--out", str(out), "--dry-run", "--quiet"]) == 0
     spec = json.loads((out / "sweep.json").read_text())
     rng = np.random.default_rng(0)
@@ -218,7 +218,7 @@ def test_tfd_folds_are_summarised_per_fold_like_numpy(tmp_path):
     error across the folds); fold 'all' never enters it."""
     out = tmp_path / "folds"
     assert S.main(["--preset", "tfd-ork", "--grid", "lam_kl=4,8", "--grid",
-                   "tfd_fold=all,0,1,2,3,4", "--seeds", "2", "--set", "figures=false",
+                   "tfd_fold=all,0,1,2,3,4", "--seeds", "1-2", "--set", "figures=false",
                    "--out", str(out), "--dry-run", "--quiet"]) == 0
     spec = json.loads((out / "sweep.json").read_text())
     rng = np.random.default_rng(7)
@@ -305,7 +305,8 @@ def test_one_fold_or_no_fold_grid_has_no_fold_means(tmp_path):
     (["--grid", "gamma_kl=0,0.1", "--grid", "gamma_kl=1"], ["gamma_kl", "given twice"]),
     (["--grid", "seed=1,2"], ["--seeds"]),
     (["--set", "lam_kl"], ["--set needs FIELD=VALUE"]),
-    (["--seed-list", "1,x"], ["--seed-list", "'1,x'"]),
+    (["--seeds", "1", "x"], ["--seeds", "'x'"]),
+    (["--seeds", "3-1"], ["--seeds", "3-1"]),
     (["--executor", "slurm", "--time", "soon"], ["--time", "'soon'"]),
 ])
 def test_a_bad_grid_is_refused_in_one_line_before_anything_is_written(args, words, tmp_path,

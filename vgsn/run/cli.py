@@ -15,6 +15,7 @@ the model's graphs use (``OneStageModel.vae_cost``, ``VCGLoop``'s step costs).
 import argparse
 import json
 import math
+import shlex
 import os
 import sys
 import warnings
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from vgsn.run import presets as P
 from vgsn.run import settings as S
-from vgsn.run.config import apply_overrides, parse_value
+from vgsn.run.config import apply_overrides, dump_settings, parse_value, read_settings
 from vgsn.run.folder import RESUME_FIELDS, Interrupted, TrainingError, check_out
 
 __all__ = ["SCRIPT_DATASETS", "build_parser", "config_from_args", "cli_main"]
@@ -90,7 +91,9 @@ def build_parser(script):
                     f"Sec. 7) end to end: pre-training, the fork, the guided chain, GPDE / bound "
                     f"/ IWLL, figures, checkpoints and report.md in the run folder.",
         epilog=f"presets:\n{listing}\n\n--quick is --preset {quick}. Settings not listed as "
-               f"options are set with --set FIELD=VALUE (see vgsn/presets.py). A run stopped "
+               f"options are set with --set FIELD=VALUE (see vgsn/run/settings.py). Precedence: "
+               f"preset < --config FILE < flags < --set; a flag and a --set of the same field "
+               f"are refused. A run stopped "
                f"after its first checkpoint continues exactly with --resume RUN_DIR (with "
                f"--set, only the schedule: {', '.join(RESUME_FIELDS)}). Exit status: 0 done, "
                f"1 the run failed (one line says why and what to do), 2 bad arguments, "
@@ -103,6 +106,13 @@ def build_parser(script):
                            f"on a CPU")
     what.add_argument("--resume", metavar="RUN_DIR",
                       help="continue the run in RUN_DIR from its last checkpoint")
+    parser.add_argument("--config", metavar="FILE",
+                        help="settings from a YAML file (FIELD: VALUE per line, any subset of "
+                             "the fields; --print-config writes one); without --preset its "
+                             "'name' picks the preset it starts from")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print every setting of what would run (YAML, read back by "
+                             "--config) and exit; trains nothing")
     parser.add_argument("--updates", type=_count, metavar="N",
                         help="total updates, split between pre-training and the chain phase in "
                              "the preset's proportion (schedules unchanged)")
@@ -160,6 +170,13 @@ def build_parser(script):
     return parser
 
 
+# preset field -> the flag that sets it (for the one-line refusal of a flag and a
+# --set of the same field)
+_FIELD_FLAGS = {field: "--" + ("fold" if flag == "fold" else flag.replace("_", "-"))
+                for flag, field in _FLAG_FIELDS.items() if field is not None}
+_FIELD_FLAGS.update({"figures": "--no-figures", "distinct_rows": "--distinct-rows"})
+
+
 def _set_values(args, parser):
     """{field: typed value} of the ``--set FIELD=VALUE`` options (parser.error on a
     bad one)."""
@@ -179,20 +196,39 @@ def _set_values(args, parser):
 def config_from_args(args, parser, script):
     """The preset named by ``args`` with every override applied (parser.error on
     a bad value)."""
+    from_file = {}
+    if args.config is not None:
+        try:
+            from_file = read_settings(args.config)
+        except ValueError as exc:
+            parser.error(str(exc))
     name = P.quick_for(script) if args.quick else args.preset
-    config = P.get_preset(name)
+    if name is None and from_file.get("name") in P.PRESETS:
+        name = from_file["name"]
+    config = P.get_preset(name) if name is not None else P.Preset()
     if args.code2015:
         config = P.code2015(config)
+    try:
+        config = apply_overrides(config, from_file)
+    except ValueError as exc:
+        parser.error(f"--config {args.config}: {exc}")
     given = vars(args)
     changes = {field: given[flag] for flag, field in _FLAG_FIELDS.items()
                if field is not None and given.get(flag) is not None}   # --fold: run_tfd.py only
     if getattr(args, "distinct_rows", False):
         changes["distinct_rows"] = True
-    if args.dataset is not None:     # named: used or refused, never replaced by a stand-in
-        changes["fallback_dataset"] = None
     if args.no_figures:
         changes["figures"] = False
-    changes.update(_set_values(args, parser))
+    sets = _set_values(args, parser)
+    both = [k for k in sets if k in changes]
+    if both:
+        k = both[0]
+        flag = _FIELD_FLAGS[k]
+        shown = flag if flag in ("--no-figures", "--distinct-rows") else f"{flag} {changes[k]}"
+        parser.error(f"{shown} and --set {k}={sets[k]} both set {k}; give one of them")
+    if args.dataset is not None:     # named: used or refused, never replaced by a stand-in
+        changes["fallback_dataset"] = None
+    changes.update(sets)
     if args.updates is not None:
         if args.updates > S.MAX_UPDATES:
             parser.error(f"--updates must be at most {S.MAX_UPDATES:,}, got {args.updates}")
@@ -226,6 +262,28 @@ def _recorded_backend(run_dir):
     return mode if mode in BACKENDS else None
 
 
+def _header(script, argv):
+    """The comment lines above ``--print-config``'s settings."""
+    shown = shlex.join(a for a in argv if a != "--print-config")
+    return (f"run_{script}.py {shown}".rstrip() + ": every setting (preset < --config < "
+            f"flags < --set)", f"run it with: run_{script}.py --config THIS_FILE")
+
+
+def _resumed_settings(run_dir, overrides, parser):
+    """``--resume DIR --print-config``: the run's settings (its ``config.json``) with
+    the schedule changes of ``--set``."""
+    path = Path(run_dir) / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+        stored = {k: v for k, v in stored.items() if k in S.FIELD_TYPES or k in S.RENAMED}
+        config = apply_overrides(S.Preset.from_dict(stored), overrides or {}).validate()
+    except FileNotFoundError:
+        parser.error(f"--resume {run_dir}: no config.json there (not a run folder?)")
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        parser.error(f"--resume {run_dir}: {path.name} does not load ({exc})")
+    return dump_settings(config, (f"the settings of the run in {run_dir}",))
+
+
 def cli_main(argv, script, hooks=None):
     """``run_<script>.py``: parse ``argv``, run or resume; returns the exit status
     (0 done, 1 the run failed or diverged, 2 bad arguments, 130 interrupted).
@@ -235,7 +293,8 @@ def cli_main(argv, script, hooks=None):
     prog = parser.prog
     overrides = None
     if args.resume is not None:
-        given = [f"--{k.replace('_', '-')}" for k in list(_FLAG_FIELDS) + ["data_dir", "out"]
+        given = [f"--{k.replace('_', '-')}" for k in list(_FLAG_FIELDS) + ["data_dir", "out",
+                                                                            "config"]
                  if vars(args).get(k) is not None]
         given += [f for f, on in (("--code2015", args.code2015),
                                   ("--no-figures", args.no_figures),
@@ -249,11 +308,17 @@ def cli_main(argv, script, hooks=None):
         if fixed:
             parser.error(f"--resume keeps the run's state, so --set {fixed[0]} cannot change; "
                          f"on resume --set takes only {', '.join(RESUME_FIELDS)}")
-    elif args.preset is None and not args.quick:
+        if args.print_config:
+            print(_resumed_settings(args.resume, overrides, parser), end="")
+            return 0
+    elif args.preset is None and not args.quick and args.config is None:
         parser.error("choose an experiment: --preset NAME (listed by --help), --quick, "
-                     "or --resume RUN_DIR")
+                     "--config FILE or --resume RUN_DIR")
     else:
         config = config_from_args(args, parser, script)
+        if args.print_config:
+            print(dump_settings(config, _header(script, argv)), end="")
+            return 0
         out = Path(args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}")
         try:
             if check_out(out):   # run() creates it again; nothing is left behind on errors

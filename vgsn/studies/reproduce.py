@@ -55,10 +55,16 @@ def _tiny_presets():
                                  paper_sigmas="mnist-var", **gauss)}
 
 
-def plan(seeds, tiny=False, presets=P.CHECK_PRESETS):
+def plan(seeds, tiny=False, presets=P.CHECK_PRESETS, settings=None):
     """[(role, folder name, preset)] for every preset role x seed; the role is the
-    ``check-*`` name the claims refer to."""
+    ``check-*`` name the claims refer to. ``settings`` ({role: {field: value}}, a
+    ``--config`` file's) change a role's preset (the seed stays ``--seeds``')."""
     base = _tiny_presets() if tiny else {n: P.get_preset(n) for n in P.CHECK_PRESETS}
+    for role, changes in (settings or {}).items():
+        if role not in base:
+            raise ValueError(f"--config: {role!r} is not a check preset; known: "
+                             f"{', '.join(base)}")
+        base[role] = replace(base[role], **{k: v for k, v in changes.items() if k != "seed"})
     out = []
     for role in presets:
         if role not in base:
@@ -81,13 +87,13 @@ def status(folder):
 
 
 def run_all(out, seeds, tiny=False, presets=P.CHECK_PRESETS, data_dir=None, quiet=False,
-            say=print):
+            say=print, settings=None):
     """Run (or resume) every planned run in ``out``; returns {folder name: status before}."""
     from vgsn.run import train
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     done = {}
-    for role, name, preset in plan(seeds, tiny, presets):
+    for role, name, preset in plan(seeds, tiny, presets, settings):
         folder = out / name
         st = status(folder)
         done[name] = st
@@ -366,13 +372,50 @@ def write_document(out, doc, command, figures_dir=None):
 # the command
 # ---------------------------------------------------------------------------
 
+def _read_config(path, roles, tiny):
+    """{role: {field: typed value}} of a ``--config`` file (a mapping of check presets
+    to settings)."""
+    from vgsn.run import config as C
+    data = C.read_yaml(path)
+    if not isinstance(data, dict) or not all(isinstance(v, (dict, type(None)))
+                                             for v in data.values()):
+        raise ValueError(f"--config {path}: must map check presets to their settings "
+                         f"(check-ork: {{lam_kl: 4.0}}), as --print-config writes")
+    return {role: C.settings_from_mapping(v, f"--config {path}: {role}")
+            for role, v in data.items()}
+
+
+def _dump_config(planned):
+    """``--print-config``: each role's settings (of its first seed) as YAML."""
+    import yaml
+    roles, seeds = {}, {}
+    for role, _, preset in planned:
+        roles.setdefault(role, preset)
+        seeds.setdefault(role, []).append(preset.seed)
+    header = "".join(f"# {role}: seeds {seeds[role]}\n" for role in roles)
+    body = {role: p.to_dict() for role, p in roles.items()}
+    for v in body.values():
+        v.pop("seed")
+    return ("# python -m vgsn.reproduce: every run's settings (preset < --config); "
+            "the seed is --seeds'\n" + header
+            + yaml.safe_dump(body, sort_keys=False, default_flow_style=None, width=1000))
+
+
 def main(argv=None):
     """``python -m vgsn.reproduce``; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m vgsn.reproduce", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder of the runs")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], metavar="S")
+    parser.add_argument("--out", metavar="DIR", help="folder of the runs")
+    parser.add_argument("--seeds", nargs="+", default=["1-3"], metavar="S",
+                        help="the seeds: a list (1 2 3), a range (1-3) or both (default 1-3)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="settings per check preset from a YAML file (check-ork: "
+                             "{FIELD: VALUE, ...}, as --print-config writes; any subset); "
+                             "precedence: preset < file")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print every run's settings (YAML, read back by --config) and "
+                             "exit; runs nothing")
     parser.add_argument("--presets", nargs="+", default=list(P.CHECK_PRESETS),
                         choices=P.CHECK_PRESETS, metavar="NAME",
                         help=f"a subset of {', '.join(P.CHECK_PRESETS)} (e.g. one per process)")
@@ -386,6 +429,18 @@ def main(argv=None):
     parser.add_argument("--data-dir", metavar="DIR")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    from vgsn.run import config as C
+    try:
+        seeds = C.parse_seeds(args.seeds)
+        settings = _read_config(args.config, args.presets, args.tiny) if args.config else None
+        planned = plan(seeds, args.tiny, args.presets, settings)
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if args.print_config:
+        print(_dump_config(planned), end="")
+        return 0
+    if args.out is None:
+        parser.exit(2, f"{parser.prog}: error: --out DIR is needed (the folder of the runs)\n")
     doc = Path(args.doc) if args.doc else (Path(args.out) / "reproduction.md" if args.tiny
                                            else ROOT / "docs" / "reproduction.md")
     command = "python -m vgsn.reproduce " + " ".join(
@@ -393,8 +448,8 @@ def main(argv=None):
     if not args.report_only:
         from vgsn.run.folder import TrainingError
         try:
-            run_all(args.out, args.seeds, args.tiny, args.presets, args.data_dir, args.quiet,
-                    say=lambda m: print(m, file=sys.stderr))
+            run_all(args.out, seeds, args.tiny, args.presets, args.data_dir, args.quiet,
+                    say=lambda m: print(m, file=sys.stderr), settings=settings)
         except TrainingError as exc:
             print(f"python -m vgsn.reproduce: error: {exc}", file=sys.stderr)
             return 1

@@ -1,6 +1,6 @@
 """Many runs: a preset x a grid x seeds, locally or on Slurm (submitit), one report.
 
-    python -m vgsn.sweep --preset mnist2-ork --grid lam_kl=1,4,24 --seeds 3 --out sweeps/kl \\
+    python -m vgsn.sweep --preset mnist2-ork --grid lam_kl=1,4,24 --seeds 1-3 --out sweeps/kl \\
         --executor slurm --partition cpu --time 2-00:00:00 --cpus 8
     python -m vgsn.sweep --resume sweeps/kl          # only the points that have not finished
     python -m vgsn.sweep --report sweeps/kl          # sweep_report.md / sweep.csv from what is done
@@ -63,7 +63,7 @@ def _split_setting(item, flag):
     return key, value
 
 
-def parse_grid(preset_name, grid_items=(), set_items=()):
+def parse_grid(preset_name, grid_items=(), set_items=(), file_settings=None):
     """Check a grid against the preset; returns (grid, fixed) as canonical texts.
 
     Parameters
@@ -74,6 +74,9 @@ def parse_grid(preset_name, grid_items=(), set_items=()):
         holds commas (``hidden=32,32;64,64``).
     set_items : sequence of 'FIELD=VALUE'
         Settings shared by every point (``figures=false``).
+    file_settings : dict field -> typed value, optional
+        A ``--config`` file's settings (``config.read_settings``): those that differ
+        from the preset join ``fixed``; ``--set`` and ``--grid`` take precedence.
 
     Returns
     -------
@@ -91,6 +94,11 @@ def parse_grid(preset_name, grid_items=(), set_items=()):
     except KeyError as exc:
         raise SweepError(str(exc.args[0])) from None
     fixed, grid = {}, {}
+    grid_keys = {_split_setting(i, "--grid")[0] for i in grid_items}
+    for key, value in (file_settings or {}).items():
+        if key not in grid_keys and key != "seed" and getattr(base, key) != value:
+            fixed[key] = canonical_text(value)
+    from_file = set(fixed)
     try:
         for item in set_items:
             key, value = _split_setting(item, "--set")
@@ -98,8 +106,8 @@ def parse_grid(preset_name, grid_items=(), set_items=()):
         for item in grid_items:
             key, value = _split_setting(item, "--grid")
             if key == "seed":
-                raise SweepError("--grid seed=...: give seeds with --seeds N or --seed-list")
-            if key in grid or key in fixed:
+                raise SweepError("--grid seed=...: give seeds with --seeds (1 2 3 or 1-3)")
+            if key in grid or (key in fixed and key not in from_file):
                 raise SweepError(f"--grid {key}: given twice (or also in --set)")
             parts = [v.strip() for v in value.split(";" if ";" in value else ",")]
             if not all(parts):
@@ -208,11 +216,12 @@ def build_parser():
                     "an ordinary run in its own folder, locally or as one Slurm job array "
                     "(submitit), then one aggregated report (sweep_report.md, sweep.csv).",
         epilog="example:\n  python -m vgsn.sweep --preset mnist2-ork --grid lam_kl=1,4,24 "
-               "--seeds 3 --out sweeps/kl --executor slurm --partition cpu --time 2-00:00:00\n"
+               "--seeds 1-3 --out sweeps/kl --executor slurm --partition cpu --time 2-00:00:00\n"
                "Grid values are comma-separated, or ';'-separated when a value holds commas "
                "(--grid hidden='500,500;1000,1000'). --grid tfd_fold=0,1,2,3,4 adds the "
-               "held-out TFD protocol: the mean over the folds (fold_summary) in the report.")
-    what = parser.add_mutually_exclusive_group(required=True)
+               "held-out TFD protocol: the mean over the folds (fold_summary) in the report. "
+               "Precedence of a run's settings: preset < --config FILE < --set / --grid.")
+    what = parser.add_mutually_exclusive_group()
     what.add_argument("--preset", metavar="NAME", help=f"one of: {', '.join(P.PRESETS)}")
     what.add_argument("--resume", metavar="SWEEP_DIR",
                       help="run the points of SWEEP_DIR that have not finished")
@@ -222,9 +231,17 @@ def build_parser():
                         help="a swept preset field (repeatable: the grid is their product)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="a preset field set the same in every run (repeatable)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="settings of every run from a YAML file (as run_mnist.py "
+                             "--print-config writes); without --preset its 'name' is the "
+                             "preset")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the settings every run shares (YAML, read back by "
+                             "--config) and exit; runs nothing")
     seeds = parser.add_mutually_exclusive_group()
-    seeds.add_argument("--seeds", type=_count, metavar="N", help="seeds 1..N (default 1)")
-    seeds.add_argument("--seed-list", metavar="S1,S2,...", help="these seeds")
+    seeds.add_argument("--seeds", nargs="+", metavar="S",
+                       help="the seeds: a list (1 2 3), a range (1-3) or both (default 1)")
+    seeds.add_argument("--seed-list", metavar="S1,S2,...", help=argparse.SUPPRESS)
     parser.add_argument("--out", metavar="SWEEP_DIR", help="the sweep folder (new or empty)")
     parser.add_argument("--data-dir", metavar="DIR", help="passed to every run")
     parser.add_argument("--dry-run", action="store_true",
@@ -281,25 +298,31 @@ def executor_options(args, recorded=None):
 
 
 def _seeds(args):
-    if args.seed_list is None:
-        n = 1 if args.seeds is None else args.seeds
-        if n < 1:
-            raise SweepError(f"--seeds must be >= 1, got {n}")
-        return list(range(1, n + 1))
-    try:
-        seeds = [int(s) for s in args.seed_list.split(",") if s.strip()]
-    except ValueError:
-        raise SweepError(f"--seed-list must be whole numbers, got {args.seed_list!r}") from None
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise SweepError(f"--seed-list must be distinct whole numbers >= 0, got {args.seed_list!r}")
-    return seeds
+    """The sweep's seeds: ``--seeds`` (a list, ranges allowed; the old ``--seed-list``
+    comma form too), default [1]."""
+    if args.seed_list is not None:
+        return config.parse_seeds([args.seed_list], "--seed-list")
+    return config.parse_seeds(args.seeds or ["1"])
+
+
+def _base(args):
+    """(preset name, the --config file's typed settings) of a new sweep."""
+    from_file = config.read_settings(args.config) if args.config else {}
+    name = args.preset or from_file.get("name")
+    if name not in P.PRESETS:
+        raise SweepError("choose the runs: --preset NAME, or --config FILE naming one of "
+                         f"{', '.join(P.PRESETS)} in its 'name'" if name is None else
+                         f"--config {args.config}: name {name!r} is not a preset; add --preset "
+                         f"NAME (one of {', '.join(P.PRESETS)})")
+    return name, from_file
 
 
 def _new_sweep(args):
     """Check everything, then write sweep.json and the command.txt files."""
     if not args.out:
         raise SweepError("--out SWEEP_DIR is needed for a new sweep")
-    grid, fixed = parse_grid(args.preset, args.grid, args.set)
+    name, from_file = _base(args)
+    grid, fixed = parse_grid(name, args.grid, args.set, from_file)
     seeds = _seeds(args)
     ex = executor_options(args)
     out = Path(args.out).resolve()
@@ -308,7 +331,7 @@ def _new_sweep(args):
                          f"--resume {args.out}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SweepError(f"--out {args.out}: exists and is not an empty folder")
-    spec = plan(args.preset, grid, fixed, seeds, out, ex, data_dir=args.data_dir)
+    spec = plan(name, grid, fixed, seeds, out, ex, data_dir=args.data_dir)
     out.mkdir(parents=True, exist_ok=True)
     for p in spec["points"]:
         (out / p["folder"]).mkdir()
@@ -352,6 +375,19 @@ def _execute(out, spec, quiet, wait):
     return 0 if done == n else 1
 
 
+def _print_config(args):
+    """``--print-config``: the settings every point shares (the grid's fields at their
+    first value), as YAML with the grid and seeds in the header."""
+    name, from_file = _base(args)
+    grid, fixed = parse_grid(name, args.grid, args.set, from_file)
+    seeds = _seeds(args)
+    first = {k: v[0] for k, v in grid.items()}
+    settings = _config(P.get_preset(name), dict(fixed, **first), seeds[0]).validate()
+    header = [f"python -m vgsn.sweep: the settings of its first run (preset < --config < "
+              f"--set / --grid)", f"grid: {json.dumps(grid)}; seeds: {seeds}"]
+    return config.dump_settings(settings, header)
+
+
 def main(argv=None):
     """``python -m vgsn.sweep``; returns the exit status (0 all finished or submitted,
     1 some run failed, 2 bad arguments, 130 interrupted)."""
@@ -363,6 +399,15 @@ def main(argv=None):
                 raise SweepError("--report takes only the sweep folder")
             print(write_report(Path(args.report), load_spec(args.report)))
             return 0
+        if not (args.preset or args.resume or args.report or args.config):
+            raise SweepError("choose one: --preset NAME (or --config FILE), --resume SWEEP_DIR "
+                             "or --report SWEEP_DIR")
+        if args.print_config and not args.resume and not args.report:
+            print(_print_config(args), end="")
+            return 0
+        if (args.resume or args.report) and args.config:
+            raise SweepError("--config starts a new sweep; --resume and --report use the "
+                             "sweep's own settings")
         if args.resume:
             if args.grid or args.set or args.out or args.seeds or args.seed_list:
                 raise SweepError("--resume continues a sweep as planned; drop --grid, --set, "
