@@ -93,3 +93,63 @@ def test_default_mode_is_jax_where_it_is_installed_and_c_elsewhere():
     got = json.loads(_import({}).stdout)                 # VGSN_MODE unset
     assert got["mode"] == expect
     assert json.loads(_import({"VGSN_MODE": "C"}).stdout)["mode"] == "c"
+
+
+NUMERICS = ("import json, os, jax, vgsn.backend as B; print(json.dumps({'mode': B.MODE, "
+            "'jax': jax.config.jax_default_matmul_precision, 'numerics': B.numerics(), "
+            "'describe': B.describe()}))")
+
+
+def _numerics(env_changes):
+    env = {k: v for k, v in os.environ.items() if k not in (
+        "VGSN_MODE", "VGSN_BACKEND", "VGSN_MATMUL_PRECISION", "JAX_DEFAULT_MATMUL_PRECISION",
+        "XLA_FLAGS")}
+    env.update({"VGSN_BACKEND": "pytensor", "VGSN_MODE": "JAX", **env_changes})
+    out = subprocess.run([sys.executable, "-c", NUMERICS], env=env, capture_output=True,
+                         text=True, timeout=300)
+    return out, (json.loads(out.stdout) if out.returncode == 0 else None)
+
+
+jax_only = pytest.mark.skipif(backend.NAME != "pytensor" or
+                              __import__("importlib.util").util.find_spec("jax") is None,
+                              reason="the JAX mode needs PyTensor and jax")
+
+
+@jax_only
+def test_jax_mode_computes_full_float32_products_and_deterministic_kernels_by_default():
+    out, got = _numerics({})
+    assert out.returncode == 0, out.stderr
+    assert got["jax"] == "highest" == got["numerics"]["matmul_precision"]
+    assert got["numerics"]["xla_flags"] == "--xla_gpu_deterministic_ops=true"
+    assert "matmul precision highest" in got["describe"]
+    assert "--xla_gpu_deterministic_ops=true" in got["describe"]
+
+
+@jax_only
+def test_jax_numerics_keep_the_users_choices():
+    # jax's own variable and the user's XLA flags are left as they are...
+    out, got = _numerics({"JAX_DEFAULT_MATMUL_PRECISION": "bfloat16",
+                          "XLA_FLAGS": "--xla_gpu_deterministic_ops=false --xla_cpu_use_thunk_runtime=true"})
+    assert out.returncode == 0, out.stderr
+    assert got["jax"] == "bfloat16"
+    assert got["numerics"]["xla_flags"] == ("--xla_gpu_deterministic_ops=false "
+                                            "--xla_cpu_use_thunk_runtime=true")
+    # ... other flags gain the deterministic one; --matmul-precision tf32 opts into TF32.
+    out, got = _numerics({"VGSN_MATMUL_PRECISION": "tf32", "XLA_FLAGS": "--xla_dump_to=/dev/null"})
+    assert out.returncode == 0, out.stderr
+    assert got["jax"] == "tensorfloat32"
+    assert got["numerics"]["xla_flags"] == "--xla_dump_to=/dev/null --xla_gpu_deterministic_ops=true"
+
+
+@jax_only
+def test_unknown_matmul_precision_is_a_one_line_error():
+    out, _ = _numerics({"VGSN_MATMUL_PRECISION": "half"})
+    assert out.returncode != 0
+    assert "VGSN_MATMUL_PRECISION='half' is not a precision: set it to highest or tf32" in out.stderr
+
+
+def test_c_mode_numerics():
+    if backend.MODE != "c":
+        pytest.skip("this process runs another mode")
+    assert backend.numerics() == {"matmul_precision": "highest", "xla_flags": None}
+    assert "matmul" not in backend.describe()

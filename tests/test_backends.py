@@ -173,8 +173,12 @@ def test_sigkill_then_resume_on_jax_matches_an_uninterrupted_run(tmp_path):
     done = _run_script(["--preset", "tiny", "--out", str(ref), "--quiet", "--no-figures",
                         "--backend", "jax"])
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads((ref / "config.json").read_text())["backend"] == "jax"
+    recorded = json.loads((ref / "config.json").read_text())
+    assert recorded["backend"] == "jax"
+    assert recorded["matmul_precision"] == "highest"
+    assert "--xla_gpu_deterministic_ops=true" in recorded["xla_flags"]
     assert "mode jax" in (ref / "report.md").read_text()
+    assert "matmul precision highest" in (ref / "report.md").read_text()
     kill_at = int(np.random.default_rng().integers(c.checkpoint_every + 1, c.total_updates))
     out = tmp_path / "killed"
     # The killed and resumed runs draw their noise two updates ahead (vgsn.model.noise, what a
@@ -190,9 +194,44 @@ def test_sigkill_then_resume_on_jax_matches_an_uninterrupted_run(tmp_path):
     a, meta_a = load_run_checkpoint(ref / "checkpoint.h5")
     b, meta_b = load_run_checkpoint(out / "checkpoint.h5")
     assert meta_a["backend"] == meta_b["backend"] == "jax"
+    assert meta_a["numerics"]["matmul_precision"] == meta_b["numerics"]["matmul_precision"] \
+        == "highest"
     assert sorted(a) == sorted(b)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k}, killed at update {kill_at}")
     metrics = {p.name: p.read_bytes() for p in sorted(ref.iterdir()) if p.name == "metrics.jsonl"}
     assert metrics == {p.name: p.read_bytes() for p in sorted(out.iterdir())
                        if p.name == "metrics.jsonl"}
+
+
+def test_every_product_of_the_jax_guided_train_step_is_full_float32():
+    """Lowers the compiled guided train step (PyTensor's JAX linker: its graph as one jax
+    function) and checks that each dot_general, in the scans' bodies too, asks for
+    HIGHEST precision: what keeps a GPU from computing it in TF32."""
+    import jax
+    from pytensor.link.jax.dispatch import jax_funcify
+    X = _data()
+    loop = _loop(_model("jax"), "jax")
+    loop.train_step(X[:4], X[4:10])
+    fn = loop._fns[("train_step", (4, 6))]
+    jfn = jax_funcify(fn.maker.fgraph)
+    # The shared variables' values; zeros for the explicit inputs (static shapes).
+    args = [s.data if s.data is not None else np.zeros(v.type.shape, v.type.dtype)
+            for s, v in zip(fn.input_storage, fn.maker.fgraph.inputs, strict=True)]
+    text = jax.jit(jfn).lower(*args).as_text()
+    dots = [ln for ln in text.splitlines() if "dot_general" in ln]
+    assert len(dots) >= 12                   # q, p and the guide: forward and backward
+    assert all("precision = [HIGHEST, HIGHEST]" in ln for ln in dots), \
+        [ln for ln in dots if "HIGHEST" not in ln][:2]
+
+
+def test_a_tf32_run_records_its_precision_and_resume_keeps_it(tmp_path):
+    import json
+    out = tmp_path / "tf32"
+    done = _run_script(["--preset", "tiny", "--updates", "4", "--out", str(out), "--quiet",
+                        "--no-figures", "--backend", "jax", "--matmul-precision", "tf32"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "config.json").read_text())["matmul_precision"] == "tensorfloat32"
+    assert "matmul precision tensorfloat32" in (out / "report.md").read_text()
+    from vgsn.run.cli import _recorded_precision
+    assert _recorded_precision(out) == "tf32"          # what --resume uses unless given

@@ -51,6 +51,26 @@ persistent compilation cache, turned on here in ``<base_compiledir>/jax_cache``
 (``jax_cache_dir()``) unless the user points ``JAX_COMPILATION_CACHE_DIR`` elsewhere
 (then that is used, untouched): a second process compiles a graph it has seen before
 in a fraction of the time.
+
+JAX numerics
+------------
+When the JAX mode starts (``activate('jax')``):
+
+- every matrix product is computed in full float32: ``jax_default_matmul_precision`` is
+  set to ``highest`` unless the user chose one (``JAX_DEFAULT_MATMUL_PRECISION``, or
+  ``jax.config`` before vgsn started). jax's own default on an Ampere/Hopper GPU is
+  TF32 (a 10-bit mantissa): a guided update's guide outputs then drift from the C
+  mode's after a single update. ``VGSN_MATMUL_PRECISION=tf32`` (``--matmul-precision
+  tf32``) opts into TF32 for speed runs; ``highest`` forces full precision even over a
+  user's jax setting. The C and Numba modes' BLAS always compute full float32.
+- ``--xla_gpu_deterministic_ops=true`` is added to ``XLA_FLAGS`` unless the user's
+  ``XLA_FLAGS`` mention it: on a GPU, XLA then picks the same kernels (no
+  autotuning-dependent or atomic reductions) in every process, so a resumed run
+  repeats an uninterrupted one bit for bit. It must be set before jax creates its
+  first device, hence here; on a CPU it changes nothing.
+
+``numerics()`` returns both as a dict (recorded in a run's ``config.json`` and its
+checkpoints); ``describe()`` names them.
 """
 import glob
 import importlib
@@ -62,7 +82,8 @@ __all__ = [
     "NAME", "MODE", "MODES", "T", "function", "shared", "scan", "grad", "config", "floatX",
     "disconnected_grad", "clone_replace", "blas_linked", "blas_warning", "as_floatX",
     "library_version", "verify_grad", "compile_mode", "check_mode", "register_op", "activate",
-    "devices", "describe", "jax_cache_dir",
+    "devices", "describe", "jax_cache_dir", "numerics", "MATMUL_PRECISIONS",
+    "set_matmul_precision",
     "Op", "Apply",
 ]
 
@@ -280,7 +301,7 @@ def activate(mode):
         return
     _ACTIVE.add(mode)
     if mode == "jax":
-        _start_jax_cache()
+        _start_jax()
         # Two expected messages of every JAX compile, said once per Op and call: the
         # library's float64 sum accumulators run in float32 (jax's x64 is off: float32
         # throughout, like a GPU), and shape Asserts are dropped while tracing (XLA
@@ -289,6 +310,61 @@ def activate(mode):
         warnings.filterwarnings("ignore", message="Skipping .* as JAX tracing would remove it")
     for op_type, make in _OP_IMPLS[mode]:
         _register_with_library(mode, op_type, make)
+
+
+#: ``VGSN_MATMUL_PRECISION`` / ``--matmul-precision`` names -> jax's precision names.
+MATMUL_PRECISIONS = {"highest": "highest", "tf32": "tensorfloat32"}
+_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def _requested_precision():
+    """jax's name for ``VGSN_MATMUL_PRECISION`` (None when unset); ValueError when it is
+    not one of ``MATMUL_PRECISIONS``."""
+    raw = os.environ.get("VGSN_MATMUL_PRECISION", "").strip().lower()
+    if not raw:
+        return None
+    if raw not in MATMUL_PRECISIONS:
+        raise ValueError(f"VGSN_MATMUL_PRECISION={raw!r} is not a precision: set it to "
+                         f"{' or '.join(MATMUL_PRECISIONS)} (or unset it)")
+    return MATMUL_PRECISIONS[raw]
+
+
+def _start_jax():
+    """The JAX mode's numerics and cache (see the module's docstring)."""
+    wanted = _requested_precision()         # a bad value fails before jax is imported
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_gpu_deterministic_ops" not in flags:
+        os.environ["XLA_FLAGS"] = " ".join(f for f in (flags.strip(), _DETERMINISTIC_FLAG) if f)
+    import jax
+    if wanted is not None:
+        jax.config.update("jax_default_matmul_precision", wanted)
+    elif jax.config.jax_default_matmul_precision is None:   # the user chose none
+        jax.config.update("jax_default_matmul_precision", "highest")
+    _start_jax_cache()
+
+
+def set_matmul_precision(name):
+    """Compute the JAX mode's products at ``name`` (a ``MATMUL_PRECISIONS`` key) from now
+    on: sets ``VGSN_MATMUL_PRECISION``, and jax's setting when the JAX mode has started
+    (functions compiled before keep theirs)."""
+    if str(name).lower() not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul precision {name!r} is not one of {', '.join(MATMUL_PRECISIONS)}")
+    os.environ["VGSN_MATMUL_PRECISION"] = str(name).lower()
+    wanted = _requested_precision()
+    if "jax" in _ACTIVE:
+        import jax
+        jax.config.update("jax_default_matmul_precision", wanted)
+
+
+def numerics():
+    """``{'matmul_precision': ..., 'xla_flags': ...}`` of the mode in use: jax's
+    ``jax_default_matmul_precision`` and ``XLA_FLAGS`` in the JAX mode; ``'highest'``
+    (full float32: the BLAS) and None in the C and Numba modes."""
+    if MODE != "jax":
+        return {"matmul_precision": "highest", "xla_flags": None}
+    import jax
+    return {"matmul_precision": str(jax.config.jax_default_matmul_precision),
+            "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def jax_cache_dir():
@@ -360,9 +436,14 @@ def devices():
 
 def describe():
     """One line naming the library, the mode and the device, e.g.
-    ``pytensor 3.3.8, mode jax on cuda:0 (NVIDIA H200)`` (for logs and reports)."""
+    ``pytensor 3.3.8, mode jax on cuda:0 (NVIDIA H200), matmul precision highest,
+    XLA_FLAGS=--xla_gpu_deterministic_ops=true`` (for logs and reports)."""
     where = devices()
-    return f"{NAME} {library_version}, mode {MODE} on {', '.join(sorted(set(where)))}"
+    line = f"{NAME} {library_version}, mode {MODE} on {', '.join(sorted(set(where)))}"
+    if MODE == "jax":
+        n = numerics()
+        line += f", matmul precision {n['matmul_precision']}, XLA_FLAGS={n['xla_flags']}"
+    return line
 
 
 def as_floatX(value):

@@ -376,3 +376,23 @@ def test_submitit_debug_executor_runs_every_point_and_reports(tmp_path, monkeypa
     assert all(j["compiledir"] is None for j in seen)   # --compile-cache shared
     with open(out / "sweep.csv", newline="") as f:
         assert [int(r["gpde_test_n"]) for r in csv.DictReader(f)] == [2, 2]
+
+
+def test_local_points_run_at_once_take_gpu_memory_as_needed(monkeypatch):
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    seen = []
+
+    def fake_point(job):
+        seen.append(X.job_env(job).get("XLA_PYTHON_CLIENT_PREALLOCATE"))
+        return {"folder": job["dir"], "status": "finished", "returncode": 0}
+
+    monkeypatch.setattr(X, "run_point", fake_point)
+    X.run_local([{"dir": "a"}, {"dir": "b"}], 2, shared_cache=False, quiet=True)
+    assert seen == ["false", "false"]          # not 75% of the GPU each, up front
+    seen.clear()
+    X.run_local([{"dir": "a"}, {"dir": "b"}], 1, shared_cache=False, quiet=True)
+    assert seen == [None, None]                # one at a time: jax's own default
+    seen.clear()
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
+    X.run_local([{"dir": "a"}, {"dir": "b"}], 2, shared_cache=False, quiet=True)
+    assert seen == ["true", "true"]            # the user's choice wins

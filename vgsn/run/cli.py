@@ -31,6 +31,10 @@ __all__ = ["SCRIPT_DATASETS", "build_parser", "config_from_args", "cli_main"]
 
 SCRIPT_DATASETS = {"mnist": ("mnist", "digits"), "tfd": ("tfd", "olivetti", "frey")}
 BACKENDS = ("c", "jax", "numba")
+# --matmul-precision -> jax's name (vgsn.backend.MATMUL_PRECISIONS, repeated here so that
+# parsing the arguments imports no symbolic library).
+MATMUL_PRECISION_NAMES = {"highest": "highest", "tf32": "tensorfloat32"}
+MATMUL_PRECISIONS = tuple(MATMUL_PRECISION_NAMES)
 
 # CLI option (argparse dest) -> preset field, for the options that change a setting;
 # --updates splits between two fields (config_from_args).
@@ -165,6 +169,11 @@ def build_parser(script):
                              "CPU, or a GPU with pip install -e .[gpu]) or numba; default: "
                              "$VGSN_MODE, else the library's default (see README, Set-up); "
                              "--resume keeps the run's own unless given")
+    parser.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, type=str.lower,
+                        help="JAX mode: highest (full float32 products, the default) or tf32 "
+                             "(faster on Ampere/Hopper GPUs, 10-bit mantissa: results drift "
+                             "from the C mode's); the C and Numba modes always compute full "
+                             "float32; --resume keeps the run's own unless given")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return parser
@@ -253,12 +262,17 @@ def _show_blas_warning(backend):
         warnings.warn(message, RuntimeWarning, stacklevel=1)
 
 
-def _recorded_backend(run_dir):
-    """The back-end a run was started on (``config.json``'s ``backend``), or None."""
+def _recorded(run_dir, key):
+    """``config.json``'s ``key`` in the run folder ``run_dir``, or None."""
     try:
-        mode = json.loads((Path(run_dir) / "config.json").read_text()).get("backend")
+        return json.loads((Path(run_dir) / "config.json").read_text()).get(key)
     except (OSError, ValueError, AttributeError):
         return None                 # resume() says what is wrong with the folder
+
+
+def _recorded_backend(run_dir):
+    """The back-end a run was started on (``config.json``'s ``backend``), or None."""
+    mode = _recorded(run_dir, "backend")
     return mode if mode in BACKENDS else None
 
 
@@ -282,6 +296,13 @@ def _resumed_settings(run_dir, overrides, parser):
     except (OSError, ValueError, AttributeError, TypeError) as exc:
         parser.error(f"--resume {run_dir}: {path.name} does not load ({exc})")
     return dump_settings(config, (f"the settings of the run in {run_dir}",))
+
+
+def _recorded_precision(run_dir):
+    """The ``--matmul-precision`` a run was started with (from ``config.json``'s jax
+    name), or None."""
+    names = {jax_name: name for name, jax_name in MATMUL_PRECISION_NAMES.items()}
+    return names.get(_recorded(run_dir, "matmul_precision"))
 
 
 def cli_main(argv, script, hooks=None):
@@ -332,11 +353,17 @@ def cli_main(argv, script, hooks=None):
             parser.error(f"--backend {mode}: this process already runs vgsn in mode "
                          f"{loaded.MODE} (the mode is chosen once, at import)")
         os.environ["VGSN_MODE"] = mode      # read once, when vgsn.backend is imported
+    precision = args.matmul_precision or (_recorded_precision(args.resume)
+                                          if args.resume is not None else None)
+    if precision is not None:
+        os.environ["VGSN_MATMUL_PRECISION"] = precision   # read when the JAX mode starts
     try:
         # The arguments are good: now the symbolic library (seconds to import).
         from vgsn import backend
         from vgsn.run import train
         _show_blas_warning(backend)
+        if precision is not None:      # the JAX mode may have started before this run
+            backend.set_matmul_precision(precision)
         if args.resume is not None:
             report = train.resume(args.resume, quiet=args.quiet, hooks=hooks,
                                   overrides=overrides)

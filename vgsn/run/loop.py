@@ -329,7 +329,8 @@ class Run:
                 "rng": {k: r.bit_generator.state for k, r in self._rngs().items()},
                 "acc": self.acc, "metrics_sizes": self.metrics.sizes(),
                 "data_digest": self.data_digest(), "overrides": self.overrides,
-                "timing": self.timing, "backend": backend.MODE}
+                "timing": self.timing, "backend": backend.MODE,
+                "numerics": backend.numerics()}
         try:
             # ``also`` (pretrained.h5 at the fork) first: a checkpoint.h5 at or past the
             # fork then proves it complete; a kill before leaves the previous

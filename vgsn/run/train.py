@@ -48,7 +48,7 @@ def run(config, out, data_dir=None, quiet=False, hooks=None):
     data_dir = None if data.name == "digits" else str(resolve_data_dir(data_dir))
     try:
         with open(out / "config.json", "w") as f:      # + the back-end (cli's --resume reads it)
-            json.dump({**config.to_dict(), "backend": backend.MODE}, f, indent=1)
+            json.dump(run_config(config), f, indent=1)
         r = Run(config, out, data, note, data_dir, quiet, hooks)
         r.say(f"preset {config.name}: {config.pretrain_updates:,} pre-training + "
               f"{config.chain_updates:,} chain updates -> {out}")
@@ -57,6 +57,12 @@ def run(config, out, data_dir=None, quiet=False, hooks=None):
         raise WriteFailed(f"--out {out}: cannot write {exc.filename or 'there'} "
                           f"({exc.strerror or exc}); nothing was trained") from None
     return r.train()
+
+
+def run_config(config):
+    """What ``config.json`` holds: the settings, the back-end (cli's ``--resume`` reads it)
+    and its numerics (``backend.numerics()``: matmul precision, XLA flags)."""
+    return {**config.to_dict(), "backend": backend.MODE, **backend.numerics()}
 
 
 def resume(run_dir, quiet=False, hooks=None, overrides=None):
@@ -105,6 +111,11 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
         r._data_digest = recorded
         r.restore(arrays, meta)
         r.say(f"resuming {run_dir} at update {r.update:,} of {r.total:,}")
+        was = (meta.get("numerics") or {}).get("matmul_precision", "highest")
+        now = backend.numerics()["matmul_precision"]
+        if was != now:
+            r.say(f"note: trained so far with matmul precision {was}, resumed with {now}: "
+                  f"from here on it differs from an uninterrupted run")
         if meta.get("backend", "c") != backend.MODE:
             r.say(f"note: trained so far on the {meta.get('backend', 'c')} back-end, resumed on "
                   f"{backend.MODE}: from here on it matches an uninterrupted run to float32 "
@@ -117,7 +128,7 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
                   f"from here on this run differs from an uninterrupted one")
         if changed:   # the override survives another stop: it is in the checkpoint now
             with open(run_dir / "config.json", "w") as f:
-                json.dump({**config.to_dict(), "backend": backend.MODE}, f, indent=1)
+                json.dump(run_config(config), f, indent=1)
             r.checkpoint()
     except OSError as exc:
         raise WriteFailed(f"cannot resume {run_dir}: cannot write {exc.filename or 'there'} "

@@ -60,7 +60,13 @@ def _flags_with(flags, key, value):
 
 
 def job_env(job):
+    """The environment a point runs in: the user's, with the job's compile folder and,
+    when several points run at once on this machine (``job['shared_device']``), jax's
+    GPU memory taken as needed rather than 75% of it per process up front (unless the
+    user set ``XLA_PYTHON_CLIENT_PREALLOCATE``)."""
     env = dict(os.environ)
+    if job.get("shared_device"):
+        env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if job.get("compiledir"):
         for var in ("AESARA_FLAGS", "PYTENSOR_FLAGS"):
             env[var] = _flags_with(env.get(var, ""), "base_compiledir", job["compiledir"])
@@ -133,7 +139,7 @@ def run_local(jobs, n_jobs, shared_cache, quiet=False):
              quiet)
         results.append(result)
 
-    rest = list(jobs)
+    rest = [dict(j, shared_device=True) for j in jobs] if n_jobs > 1 else list(jobs)
     if n_jobs > 1 and shared_cache and len(rest) > 1:
         say("warming the compile cache with the first point", quiet)
         finished(run_point(rest.pop(0)))
