@@ -61,7 +61,7 @@ def _flags_with(flags, key, value):
 
 def job_env(job):
     """The environment a point runs in: the user's, with the job's compile folder and,
-    when several points run at once on this machine (``job['shared_device']``), jax's
+    when several points run at once on one host (``job['shared_device']``), jax's
     GPU memory taken as needed rather than 75% of it per process up front (unless the
     user set ``XLA_PYTHON_CLIENT_PREALLOCATE``)."""
     env = dict(os.environ)
