@@ -66,3 +66,86 @@ def mlp_products(rows, dims, input_grad_first=False, count=1):
         if i > 0 or input_grad_first:
             out.append((rows, b, a, count))
     return out
+
+
+# ---- the floor that is a floor: the faster of numpy's BLAS and XLA's dot ------------
+def blas_kernel():
+    """The OpenBLAS core numpy's BLAS runs (``openblas_get_corename``), or '?'."""
+    import ctypes
+    import glob
+    import os
+    libs = glob.glob(os.path.join(os.path.dirname(np.__file__) + ".libs", "*openblas*.so*"))
+    for path in libs:
+        lib = ctypes.CDLL(path)
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return "?"
+
+
+def numpy_floor_alone(products, repeats=3):
+    """``gemm_floor`` of numpy's BLAS in a fresh process with ``OPENBLAS_CORETYPE`` and
+    ``OPENBLAS_L2_SIZE`` unset (a machine's pinned core can run a slower kernel than
+    the CPU has): {'seconds': {(m, k, n): s}, 'kernel': the core that ran}."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    code = ("import json, sys; sys.path.insert(0, %r); import _gemm; "
+            "print(json.dumps(_gemm._per_product(json.loads(sys.argv[1]), %d)))"
+            % (os.path.dirname(os.path.abspath(__file__)), repeats))
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(products)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    got = json.loads(out.strip().splitlines()[-1])
+    return {"seconds": {tuple(k): s for k, s in got["seconds"]}, "kernel": got["kernel"]}
+
+
+def _per_product(products, repeats=3):
+    rng = np.random.default_rng(1)
+    seconds = {}
+    for m, k, n, _ in products:
+        if (m, k, n) not in seconds:
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            b = rng.standard_normal((k, n), dtype=np.float32)
+            seconds[m, k, n] = best_seconds(lambda: a @ b, repeats)
+    return {"seconds": [[list(k), s] for k, s in seconds.items()], "kernel": blas_kernel()}
+
+
+def xla_per_product(products, repeats=5):
+    """{(m, k, n): best seconds} of XLA's own float32 dot (full precision) on jax's
+    default device, each product waited for (``block_until_ready``)."""
+    import jax
+    import jax.numpy as jnp
+    dot = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
+    seconds = {}
+    for m, k, n, _ in products:
+        if (m, k, n) not in seconds:
+            a = jax.random.normal(jax.random.key(0), (m, k), jnp.float32)
+            b = jax.random.normal(jax.random.key(1), (k, n), jnp.float32)
+            seconds[m, k, n] = best_seconds(lambda: dot(a, b).block_until_ready(), repeats)
+    return seconds
+
+
+def floor_from(products, *per_product):
+    """(seconds, gflop) of ``products`` taking, for each shape, the fastest of the
+    ``per_product`` timings ({(m, k, n): s} each)."""
+    seconds = gflop = 0.0
+    for m, k, n, count in products:
+        seconds += count * min(t[m, k, n] for t in per_product)
+        gflop += count * 2.0 * m * k * n / 1e9
+    return seconds, gflop
+
+
+def xla_peak(n=4096, repeats=5):
+    """jax's default device's float32 GFLOP/s on an n x n x n product at full
+    precision, each product waited for: the yardstick of a GPU (not the host's BLAS)."""
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    f = jax.jit(lambda a: jnp.dot(a, a, precision=jax.lax.Precision.HIGHEST))
+    return 2.0 * n ** 3 / best_seconds(lambda: f(a).block_until_ready(), repeats) / 1e9

@@ -13,10 +13,8 @@ What is timed
    (``grad`` through the scan) and ``python unroll + autodiff``. This is where scan's
    own overhead shows.
 3. Compile seconds of ``train_step``, each in a child process: cold (fresh, empty
-   caches: every C op is compiled), "rewritten" (C modules cached, the graph rewritten
-   as if vgsn kept no graphs) and warm (the rewritten graph cached too, see
-   ``vgsn/graphcache.py``: what a second run of a script pays), and both warm figures
-   for T = 2, 6, 12.
+   caches: every C op compiled, or XLA's compilation cache empty) and warm (the same
+   caches again: what a second run of a script pays), and warm for T = 2, 6, 12.
 
 Work (GEMM FLOPs) is counted as 3 x the forward GEMMs (forward, and the two GEMMs of
 the backward: dX and dW), chain and guide, the convention of the issue (~92 GFLOP
@@ -27,8 +25,15 @@ The machine is shared: the load average is printed next to the timings.
     python benchmarks/bench_chain.py --quick    # fewer updates, no autodiff-scan build
 
 Each size also gets its GEMM floor: the update's own products (same shapes) timed
-alone in numpy (``benchmarks/_gemm.py``), the time no backend can beat on this
-machine; ``floor_ratio`` = floor seconds / update seconds.
+alone, each shape at the faster of numpy's BLAS (in a fresh process with
+``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` unset; the OpenBLAS core that ran is
+printed) and XLA's own dot (full float32, waited for, in the JAX worker: on a GPU the
+device's, and then the only floor), the time no back-end can beat;
+``floor_ratio`` = floor seconds / update seconds. Every update is timed in steady
+state (after warm-up updates, its outputs fetched); the host noise of an update is
+timed apart, after the timed updates, and its share of the update is printed for every
+back-end. The yardstick peak is numpy's SGEMM on the host, or the device's own float32
+peak (a large product, waited for) when JAX runs on a GPU.
 
 ``--backend c,jax`` (one or several) times every back-end, each in its own worker
 process, alternating update by update (``benchmarks/_backends.py``); the compile
@@ -37,9 +42,9 @@ process (XLA compiles on the first call). The first back-end named is the one th
 ``RESULT`` line reports; a ``RATIO`` line gives the others over it.
 
 The last line is ``RESULT chain6_2015sizes_s_per_update=<s> chain6_mnist1_s_per_update=<s>
-compile_cold_s=<s> compile_warm_s=<s> compile_T12_over_T2=<ratio> compile_rewrite_s=<s>
-chain6_2015sizes_floor_ratio=<r> chain6_mnist1_floor_ratio=<r>`` (the T ratio is of the
-rewritten compiles: the graph's size, not the cache, is what it measures).
+compile_cold_s=<s> compile_warm_s=<s> compile_T12_over_T2=<ratio>
+chain6_2015sizes_floor_ratio=<r> chain6_mnist1_floor_ratio=<r>
+chain6_2015sizes_noise_share=<r>``.
 """
 import argparse
 import json
@@ -55,7 +60,8 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _backends  # noqa: E402
-from _gemm import gemm_floor, sgemm_peak  # noqa: E402
+import _gemm  # noqa: E402
+from _gemm import floor_from, numpy_floor_alone, sgemm_peak, xla_per_product  # noqa: E402
 
 SIZES = {
     "2015": dict(x_dim=784, z_dim=50, hidden=1000, x_type="gaussian"),
@@ -119,26 +125,6 @@ def make_loop(size, steps=6, bptt="stored", unroll="scan", seed=0):
     return VCGLoop(model, guide, steps=steps, bptt=bptt, unroll=unroll, seed=seed)
 
 
-def time_loop(loop, updates):
-    """(median s per train_step, median s of the host noise draw alone)."""
-    rng = np.random.default_rng(1)
-    X = rng.random((2000, loop.model.x_dim), dtype=np.float32)
-    for _ in range(2):
-        loop.train_step(X[:CHAIN_ROWS], X[CHAIN_ROWS:CHAIN_ROWS + DATA_ROWS])
-    times = []
-    for i in range(updates):
-        a = rng.integers(0, 1800)
-        t = time.perf_counter()
-        loop.train_step(X[a:a + CHAIN_ROWS], X[a:a + DATA_ROWS])
-        times.append(time.perf_counter() - t)
-    noise = []
-    for _ in range(3):
-        t = time.perf_counter()
-        loop.draw_noise(CHAIN_ROWS * REPEAT, DATA_ROWS)
-        noise.append(time.perf_counter() - t)
-    return float(np.median(times)), float(np.median(noise))
-
-
 def bare_chain_fn(size, variant, steps=6, mode=None):
     """Compiled f(x0, eps, R) -> gradients of a cost on every step, w.r.t. q/p."""
     from vgsn.model import bptt
@@ -197,29 +183,21 @@ def child_compile(size, steps):
     print(json.dumps({"compile_s": time.perf_counter() - t}))
 
 
-def run_child(size, steps, compiledir=None, graph_dir=None, graph_cache=True, expect_hit=None,
-              mode="c"):
+def run_child(size, steps, compiledir=None, mode="c"):
     """Compile seconds of ``train_step`` in a fresh process. ``compiledir``: the C module
-    cache (default: the user's); ``graph_dir``: the rewritten-graph cache (default: inside
-    the compiledir); ``graph_cache=False`` rewrites as if there were none."""
+    cache and XLA's compilation cache inside it (default: the user's)."""
     env = dict(os.environ)
-    env.pop("VGSN_GRAPH_CACHE_DIR", None)
     if compiledir is not None:
         from vgsn.backend import NAME
         key = NAME.upper() + "_FLAGS"
         env[key] = ",".join(f for f in [env.get(key, ""), f"base_compiledir={compiledir}"] if f)
-    if graph_dir is not None:
-        env["VGSN_GRAPH_CACHE_DIR"] = graph_dir
-    env["VGSN_GRAPH_CACHE"] = "1" if graph_cache else "0"
+        env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(compiledir, "jax_cache")
     env["VGSN_MODE"] = mode.upper()
     cmd = [sys.executable, os.path.abspath(__file__), "--child", size, str(steps)]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     for line in out.stdout.splitlines()[::-1]:
         if line.startswith("{"):
-            got = json.loads(line)
-            if expect_hit is not None and got["graph_cache_hit"] != expect_hit:
-                raise RuntimeError(f"expected a graph-cache {'hit' if expect_hit else 'miss'}")
-            return got["compile_s"]
+            return json.loads(line)["compile_s"]
     raise RuntimeError(f"child failed ({out.returncode}):\n{out.stderr[-3000:]}")
 
 
@@ -243,17 +221,35 @@ def worker(mode, args_json):
         loop = state["loop"]
         a = int(rng.integers(0, 1800))
         t = time.perf_counter()
-        loop.train_step(X[a:a + CHAIN_ROWS], X[a:a + DATA_ROWS])
-        s = time.perf_counter() - t
-        t = time.perf_counter()
-        loop.draw_noise(CHAIN_ROWS * REPEAT, DATA_ROWS)
-        return {"s": s, "noise": time.perf_counter() - t}
+        loop.train_step(X[a:a + CHAIN_ROWS], X[a:a + DATA_ROWS])   # outputs fetched: done
+        return {"s": time.perf_counter() - t}
+
+    def noise(repeats=3):
+        """The host noise of one update, timed alone after the timed updates (timing it
+        between them would also cancel and redraw the noise drawn ahead)."""
+        loop, times = state["loop"], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            loop.draw_noise(CHAIN_ROWS * REPEAT, DATA_ROWS)
+            times.append(time.perf_counter() - t)
+        return {"s": float(np.median(times))}
+
+    def xla_floor(products):
+        """XLA's own dot on the update's shapes, on this worker's jax device."""
+        got = xla_per_product([tuple(p) for p in products])
+        return {"seconds": [[list(k), v] for k, v in got.items()]}
+
+    def device():
+        import jax
+        d = jax.devices()[0]
+        return {"platform": d.platform, "peak": _gemm.xla_peak() if d.platform != "cpu" else None}
 
     def bare(size, variant, updates):
         s, c = time_bare(size, variant, updates)
         return {"s": s, "compile_s": c}
 
-    _backends.serve({"setup": setup, "step": step, "bare": bare,
+    _backends.serve({"setup": setup, "step": step, "noise": noise, "bare": bare,
+                     "xla_floor": xla_floor, "device": device,
                      "devices": _backends.worker_devices})
 
 
@@ -282,55 +278,40 @@ def main(argv=None):
     from vgsn.backend import NAME, library_version
     updates = 3 if args.quick else args.updates
     peak = sgemm_peak()
-    print(f"{NAME} {library_version}; SGEMM peak {peak:.0f} GFLOP/s (numpy float32, best of "
-          f"2048^3, 3000^3, 4096^3); load {load()}")
-    cold = warm = rewrite = ratio = float("nan")
-    # 1. compile: cold (fresh caches), warm C modules but graph rewritten, fully warm;
-    #    then the same for T = 2, 6, 12 (a fresh graph cache, the user's C module cache)
+    print(f"{NAME} {library_version}; host SGEMM peak {peak:.0f} GFLOP/s (numpy float32, best "
+          f"of 2048^3, 3000^3, 4096^3); load {load()}")
+    cold = warm = ratio = float("nan")
+    # 1. compile: cold (fresh caches) and warm (the same caches again), then warm for
+    #    T = 2, 6, 12 (the user's caches)
     for mode in modes if not args.skip_compile else []:
-        if mode != "c":
-            with tempfile.TemporaryDirectory(prefix="vgsn_cold_") as d:
-                c = run_child("2015", 6, d, graph_dir=d, mode=mode)
-            print(f"\ntrain_step compile + first update [{mode}] (2015 sizes, T=6): cold "
-                  f"{c:.1f} s (fresh process); load {load()}")
-            if mode == modes[0]:
-                cold = c
-            by_t = {t: run_child("2015", t, mode=mode) for t in (2, 6, 12)}
-            print("  " + ", ".join(f"T={t}: {v:.1f} s" for t, v in by_t.items())
-                  + f"; T=12 / T=2: {by_t[12] / by_t[2]:.2f}")
-            continue
         with tempfile.TemporaryDirectory(prefix="vgsn_cold_") as d:
-            if args.skip_cold:
-                c = float("nan")
-                run_child("2015", 6, graph_dir=d)
-            else:
-                c = run_child("2015", 6, d, graph_dir=d, expect_hit=False)
-            rw = run_child("2015", 6, None if args.skip_cold else d, graph_dir=d,
-                           graph_cache=False)
-            wm = run_child("2015", 6, None if args.skip_cold else d, graph_dir=d,
-                           expect_hit=True)
-        print(f"\ntrain_step compile + first update [c] (2015 sizes, T=6): cold {c:.1f} s "
-              f"(empty caches); C modules cached {rw:.1f} s (graph rewritten); warm {wm:.1f} s "
-              f"(rewritten graph cached too); load {load()}")
-        by_t, by_t_rewrite = {}, {}
-        with tempfile.TemporaryDirectory(prefix="vgsn_graphs_") as g:
-            for steps in (2, 6, 12):
-                by_t_rewrite[steps] = run_child("2015", steps, graph_dir=g, expect_hit=False)
-                by_t[steps] = run_child("2015", steps, graph_dir=g, expect_hit=True)
-                print(f"  T={steps:2d}: rewritten {by_t_rewrite[steps]:.1f} s, warm "
-                      f"{by_t[steps]:.1f} s")
-        r = by_t_rewrite[12] / by_t_rewrite[2]
-        print(f"  T=12 / T=2: {r:.2f} rewritten, {by_t[12] / by_t[2]:.2f} warm")
+            c = float("nan") if args.skip_cold else run_child("2015", 6, d, mode=mode)
+            wm = run_child("2015", 6, None if args.skip_cold else d, mode=mode)
+        by_t = {t: run_child("2015", t, mode=mode) for t in (2, 6, 12)}
+        print(f"\ntrain_step compile + first update [{mode}] (2015 sizes, T=6): cold {c:.1f} s "
+              f"(empty caches), warm {wm:.1f} s (fresh process); load {load()}")
+        print("  warm: " + ", ".join(f"T={t}: {v:.1f} s" for t, v in by_t.items())
+              + f"; T=12 / T=2: {by_t[12] / by_t[2]:.2f}")
         if mode == modes[0]:
-            cold, rewrite, warm, ratio = c, rw, wm, r
+            cold, warm, ratio = c, wm, by_t[12] / by_t[2]
 
     # 2. one update of the guided chain, every back-end in its own worker, alternating
     workers = [_backends.Worker(__file__, m, ["{}"]) for m in modes]
-    per_update, floors = {}, {}
+    per_update, floors, shares = {}, {}, {}
     try:
         print("\ndevices: " + "; ".join(w.ask("devices")["devices"] for w in workers))
+        jax_worker = next((w for w in workers if w.mode == "jax"), None)
+        on_gpu = False
+        if jax_worker is not None:
+            dev = jax_worker.ask("device")
+            on_gpu = dev["platform"] != "cpu"
+            if on_gpu:   # the yardstick is the device's, never the host's BLAS
+                peak = dev["peak"]
+                print(f"device float32 peak {peak:.0f} GFLOP/s (4096^3, full precision, "
+                      f"waited for): the 'of peak' column below")
         print(f"\n{'sizes':8s} {'back-end':8s} {'build':24s} {'s/update':>9s} {'GFLOP':>6s} "
-              f"{'GFLOP/s':>8s} {'of peak':>8s} {'noise s':>8s} {'compile s':>9s}")
+              f"{'GFLOP/s':>8s} {'of peak':>8s} {'noise s':>8s} {'noise %':>7s} "
+              f"{'compile s':>9s}")
         variants = [("scan", "stored")]
         if not args.quick:
             variants += [("python", "autodiff")]
@@ -340,20 +321,35 @@ def main(argv=None):
                 compiled = {w.mode: w.ask("setup", size=size, unroll=unroll, bptt=bptt)["compile_s"]
                             for w in workers}
                 got = _backends.alternate(workers, "step", updates)
+                noise = {w.mode: w.ask("noise")["s"] for w in workers}
                 label = f"{unroll} + {bptt} BPTT" if bptt == "stored" else f"{unroll} + autodiff"
                 for m in modes:
                     s = float(np.median([g["s"] for g in got[m]]))
-                    noise = float(np.median([g["noise"] for g in got[m]]))
                     if (unroll, bptt) == ("scan", "stored"):
                         per_update[size, m] = s
+                        shares[size, m] = noise[m] / s
                     print(f"{size:8s} {m:8s} {label:24s} {s:9.3f} {gflop:6.1f} {gflop / s:8.1f} "
-                          f"{gflop / s / peak:8.2f} {noise:8.3f} {compiled[m]:9.1f}   "
-                          f"(load {load()})", flush=True)
-            floor_s, _ = gemm_floor(floor_products(size))
+                          f"{gflop / s / peak:8.2f} {noise[m]:8.3f} {100 * noise[m] / s:6.1f}% "
+                          f"{compiled[m]:9.1f}   (load {load()})", flush=True)
+            products = floor_products(size)
+            timings, parts = [], []
+            if not on_gpu:      # the host's BLAS is no floor for a GPU
+                blas = numpy_floor_alone(products)
+                timings.append(blas["seconds"])
+                parts.append(f"numpy {floor_from(products, blas['seconds'])[0]:.3f} s "
+                             f"(OpenBLAS kernel {blas['kernel']})")
+            if jax_worker is not None:
+                xla = {tuple(k): v for k, v in jax_worker.ask(
+                    "xla_floor", products=products)["seconds"]}
+                timings.append(xla)
+                parts.append(f"XLA {floor_from(products, xla)[0]:.3f} s "
+                             f"({'device' if on_gpu else 'cpu'})")
+            floor_s, _ = floor_from(products, *timings)
             for m in modes:
                 floors[size, m] = floor_s / per_update[size, m]
-            print(f"{size:8s} {'numpy':8s} {'GEMM floor':24s} {floor_s:9.3f} {gflop:6.1f} "
-                  f"{gflop / floor_s:8.1f} {gflop / floor_s / peak:8.2f}   (the update takes "
+            print(f"{size:8s} {'floor':8s} {'GEMM floor':24s} {floor_s:9.3f} {gflop:6.1f} "
+                  f"{gflop / floor_s:8.1f} {gflop / floor_s / peak:8.2f}   (the faster per "
+                  f"shape of: {'; '.join(parts)}; the update takes "
                   + ", ".join(f"{m} {per_update[size, m] / floor_s:.2f}x" for m in modes)
                   + " the floor)", flush=True)
 
@@ -384,9 +380,10 @@ def main(argv=None):
             ("chain6_2015sizes_s_per_update", per_update["2015", first], ".3f"),
             ("chain6_mnist1_s_per_update", per_update["mnist1", first], ".3f"),
             ("compile_cold_s", cold, ".1f"), ("compile_warm_s", warm, ".1f"),
-            ("compile_T12_over_T2", ratio, ".2f"), ("compile_rewrite_s", rewrite, ".1f"),
+            ("compile_T12_over_T2", ratio, ".2f"),
             ("chain6_2015sizes_floor_ratio", floors["2015", first], ".2f"),
-            ("chain6_mnist1_floor_ratio", floors["mnist1", first], ".2f")]))
+            ("chain6_mnist1_floor_ratio", floors["mnist1", first], ".2f"),
+            ("chain6_2015sizes_noise_share", shares["2015", first], ".3f")]))
     ratios = ratio_line(per_update, sizes, modes)
     if ratios:
         print(ratios)

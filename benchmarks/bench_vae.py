@@ -1,14 +1,16 @@
 """Speed of one OneStageModel ``train_step`` at the paper's MNIST sizes.
 
 Prints, for MNIST-1 (784-1500-1500-64, Bernoulli) and MNIST-2 (784-1000-1000-50,
-Gaussian), batch 100 rows x 5 samples = 500: compile seconds with a cold cache,
-with the C modules cached but the graph rewritten, and warm (the rewritten graph
-cached too, ``vgsn/graphcache.py``), each in a fresh subprocess on an empty
-temporary cache; the median seconds per update, GFLOP/s, and the ratio to this
-machine's SGEMM peak measured in the same run. It also prints the update's GEMM
-floor: the same matrix products timed alone in numpy (``benchmarks/_gemm.py``),
-so one can read how much of the update is overhead and how far the product
-shapes themselves are from the square-matrix peak. The last line is
+Gaussian), batch 100 rows x 5 samples = 500: compile seconds with a cold cache and
+warm (the same cache again), each in a fresh subprocess on a temporary cache; the
+median seconds per update (steady state: after a warm-up update, outputs fetched),
+GFLOP/s, and the ratio to the peak measured in the same run: the host's SGEMM (numpy)
+or, when JAX runs on a GPU, the device's own (a large product, waited for). It also
+prints the update's GEMM floor: the same matrix products timed alone, each shape at
+the faster of numpy's BLAS (``OPENBLAS_CORETYPE`` unset, in its own process) and
+XLA's dot (``benchmarks/_gemm.py``; on a GPU XLA's alone), so one can read how much
+of the update is overhead and how far the product shapes themselves are from the
+square-matrix peak. The last line is
 machine-readable (the first four fields are the issue's; the floor ratios follow):
 
     RESULT mnist1_s_per_update=<s> mnist1_peak_ratio=<r> mnist2_s_per_update=<s> mnist2_peak_ratio=<r> mnist1_floor_ratio=<r> mnist2_floor_ratio=<r>
@@ -33,7 +35,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _backends  # noqa: E402
 import _report  # noqa: E402
-from _gemm import gemm_floor, mlp_products, sgemm_peak as numpy_peak  # noqa: E402
+from _gemm import (floor_from, mlp_products, numpy_floor_alone, sgemm_peak as numpy_peak,  # noqa: E402
+                   xla_peak, xla_per_product)
 
 
 SIZES = {
@@ -61,16 +64,23 @@ def floor_products(cfg, rows=ROWS * REPEAT):
                            input_grad_first=True))
 
 
-def sgemm_peak(n=3000, repeats=5):
-    """Best float32 GEMM rate (GFLOP/s) of numpy's BLAS (best of 2048, 3000 and
-    4096 squared, ``_gemm.sgemm_peak``) and of the backend's (n squared)."""
-    from vgsn.backend import T, function
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    x, y = T.matrix(), T.matrix()
-    backend_dot = function([x, y], T.dot(x, y))
-    backend_dot(a, a)
-    best = min(_timed(backend_dot, a, a) for _ in range(repeats))
-    return {"numpy": numpy_peak(repeats=repeats), "backend": 2 * n ** 3 / best / 1e9}
+def on_gpu():
+    """True when this process's JAX mode computes on a GPU/TPU."""
+    from vgsn import backend
+    if backend.MODE != "jax":
+        return False
+    import jax
+    return jax.devices()[0].platform != "cpu"
+
+
+def sgemm_peak(repeats=5):
+    """Best float32 GEMM rate (GFLOP/s): numpy's BLAS on the host (best of 2048, 3000
+    and 4096 squared), and in the JAX mode XLA's (4096 squared, waited for)."""
+    from vgsn import backend
+    peaks = {"numpy": numpy_peak(repeats=repeats)}
+    if backend.MODE == "jax":
+        peaks["xla"] = xla_peak(repeats=repeats)
+    return peaks
 
 
 def _timed(f, *args):
@@ -97,16 +107,15 @@ def compile_only(name):
     print(json.dumps({"compile_s": time.perf_counter() - t}))
 
 
-def compile_seconds(name, cache_dir, graph_cache=True, mode="c"):
-    """Compile seconds in a fresh process on the compile cache ``cache_dir`` (its
-    rewritten-graph cache inside it; ``graph_cache=False``: rewrite as without one)."""
+def compile_seconds(name, cache_dir, mode="c"):
+    """Compile seconds in a fresh process on the compile cache ``cache_dir`` (the C
+    modules, and XLA's compilation cache inside it)."""
     env = dict(os.environ)
-    env.pop("VGSN_GRAPH_CACHE_DIR", None)
     env["VGSN_MODE"] = mode.upper()
-    env["VGSN_GRAPH_CACHE"] = "1" if graph_cache else "0"
     from vgsn.backend import NAME
     flag_var = NAME.upper() + "_FLAGS"
     env[flag_var] = ",".join(f for f in [env.get(flag_var, ""), f"base_compiledir={cache_dir}"] if f)
+    env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(cache_dir, "jax_cache")
     out = subprocess.run([sys.executable, __file__, "--compile-only", name], env=env,
                          capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["compile_s"]
@@ -166,28 +175,32 @@ def main():
     modes = _backends.parse(args.backend) if args.backend else [MODE]
     sizes = [s.strip() for s in args.sizes.split(",")]
     peaks = sgemm_peak()
-    peak = max(peaks.values())
+    gpu = on_gpu()
+    peak = peaks["xla"] if gpu else max(peaks.values())   # a GPU's yardstick is its own
     print(f"backend {NAME} {library_version}, blas {config.blas__ldflags!r}, {os.cpu_count()} cores;"
           f" load {_backends.load()}")
-    print(f"SGEMM peak: numpy {peaks['numpy']:.1f} GFLOP/s, backend {peaks['backend']:.1f} GFLOP/s")
+    print(f"SGEMM peak: numpy (host) {peaks['numpy']:.1f} GFLOP/s"
+          + (f", XLA ({'device' if gpu else 'cpu'}) {peaks['xla']:.1f} GFLOP/s" if "xla" in peaks
+             else ""))
     result = {}
     for name in sizes:
         for mode in modes if not args.no_compile_timing else []:
             with tempfile.TemporaryDirectory(prefix="vgsn-bench-cache-") as cache:
                 cold = compile_seconds(name, cache, mode=mode)
-                if mode == "c":
-                    rewrite = compile_seconds(name, cache, graph_cache=False)
-                    warm = compile_seconds(name, cache)
-                    print(f"{name} [{mode}]: compile + first update: cold {cold:.1f} s, C modules "
-                          f"cached {rewrite:.1f} s, warm {warm:.1f} s (rewritten graph cached "
-                          f"too); load {_backends.load()}", flush=True)
-                else:
-                    print(f"{name} [{mode}]: compile + first update: cold {cold:.1f} s (fresh "
-                          f"process); load {_backends.load()}", flush=True)
+                warm = compile_seconds(name, cache, mode=mode)
+                print(f"{name} [{mode}]: compile + first update: cold {cold:.1f} s (empty "
+                      f"caches), warm {warm:.1f} s (fresh process); load {_backends.load()}",
+                      flush=True)
         secs, devices = step_seconds(name, args.steps, modes)
         if name == sizes[0]:
             print("devices: " + "; ".join(devices[m] for m in modes))
-        floor_s, floor_gflop = gemm_floor(floor_products(SIZES[name]))
+        products = floor_products(SIZES[name])
+        timings = [] if gpu else [numpy_floor_alone(products)]
+        kernel = timings[0]["kernel"] if timings else None
+        timings = [t["seconds"] for t in timings]
+        if "jax" in modes and MODE == "jax":
+            timings.append(xla_per_product(products))
+        floor_s, floor_gflop = floor_from(products, *timings)
         for mode in modes:
             s = secs[mode]
             gflops = update_flops(SIZES[name]) / s / 1e9
@@ -197,7 +210,9 @@ def main():
                   f"GFLOP/s, {ratio:.2f} of SGEMM peak; {s / floor_s:.2f}x the GEMM floor; "
                   f"{s / secs[modes[0]]:.2f}x {modes[0]}", flush=True)
             result[name, mode] = (s, ratio, floor_s / s)
-        print(f"  GEMM floor (the same products alone, numpy): {floor_s * 1e3:.1f} ms = "
+        print(f"  GEMM floor (the same products alone, the faster per shape of "
+              f"{'XLA on the device' if gpu else 'numpy (OpenBLAS ' + kernel + ')'}"
+              f"{' and XLA' if len(timings) > 1 else ''}): {floor_s * 1e3:.1f} ms = "
               f"{floor_gflop / floor_s:.1f} GFLOP/s, {floor_gflop / floor_s / peak:.2f} of peak; "
               f"load {_backends.load()}", flush=True)
     first = modes[0]
