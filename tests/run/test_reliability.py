@@ -346,7 +346,7 @@ def test_a_broken_mnist_is_reported_never_replaced_by_the_digits(tmp_path, capsy
     assert "not found" not in str(err.value) and "md5" in str(err.value)
     out = tmp_path / "run"
     assert cli.cli_main(["--quick", "--data-dir", str(data), "--out", str(out), "--quiet"],
-                        "mnist") == 1
+                        "mnist") == 2       # a bad input, as a bad argument
     line = _one_line(capsys)
     assert line.startswith("run_mnist.py: error: ") and "train-images" in line
     assert not out.exists()
@@ -355,7 +355,7 @@ def test_a_broken_mnist_is_reported_never_replaced_by_the_digits(tmp_path, capsy
 def test_a_named_dataset_is_never_replaced(tmp_path, monkeypatch, capsys):
     def offline(*a, **k):
         raise DatasetError(f"{tmp_path}: MNIST download failed (offline). Fix: put the "
-                                 f"files there")
+                                 f"files there", missing=True)
     monkeypatch.setattr("vgsn.data.datasets.fetch", offline)
     out = tmp_path / "run"
     assert cli.cli_main(["--quick", "--dataset", "mnist", "--data-dir", str(tmp_path),

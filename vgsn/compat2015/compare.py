@@ -67,6 +67,9 @@ def _images(args, x_dim):
                              f"or (rows, h, w)")
         if X.dtype.kind not in "uifb":
             raise InputError(f"{where}: values of type {X.dtype}, expected numbers")
+        if not X.size:
+            raise InputError(f"{where}: holds no images (an array of shape {X.shape}). Fix: "
+                             f"give a file with at least one image")
         if X.dtype == np.uint8:
             X = X / np.float32(255.0)
         X = np.asarray(X, np.float32).reshape(len(X), -1)
@@ -139,7 +142,7 @@ def main(argv=None, out=sys.stdout):
     args = _parser().parse_args(argv)
     try:
         for flag, value, least in (("--samples", args.samples, 0), ("--show", args.show, 0),
-                                   ("--rows", args.rows, 1)):
+                                   ("--rows", args.rows, 1), ("--seed", args.seed, 0)):
             if value is not None and value < least:
                 raise InputError(f"{flag} {value}: must be >= {least}. Fix: give {flag} "
                                  f"{least} or more")

@@ -119,7 +119,11 @@ def resolve_data_dir(data_dir=None):
     """
     if data_dir is None or str(data_dir) == '':
         data_dir = os.environ.get('VGSN_DATA') or 'data'
-    return Path(data_dir).expanduser().absolute()
+    folder = Path(data_dir).expanduser().absolute()
+    if folder.exists() and not folder.is_dir():
+        raise DatasetError(f"{folder}: is a file, not a folder. Fix: point --data-dir / "
+                           f"VGSN_DATA / data_dir at the folder that holds the data files")
+    return folder
 
 
 # --------------------------------------------------------------------------- files
@@ -161,8 +165,11 @@ def to_unit(images, path, divisor=255.0):
     if x.dtype.kind not in 'uifb':
         raise DatasetError(f"{path}: images are of type {x.dtype}, not numbers. "
                            f"Fix: replace the file with a good copy")
+    if x.dtype.kind == 'f' and not np.all(np.isfinite(x)):   # before any max: no warnings
+        raise DatasetError(f"{path}: {int(np.sum(~np.isfinite(x))):,} of its {x.size:,} pixel "
+                           f"values are NaN or infinite. Fix: replace the file with a good copy")
     if divisor is not None and (x.dtype.kind in 'ui' or (x.dtype.kind == 'f' and x.size
-                                                          and np.nanmax(x) > 1)):
+                                                          and x.max() > 1)):
         y = x.astype(np.float32)
         y /= np.float32(divisor)  # divide, not multiply: bit-equal to the 2015 code's x / 255.
     else:

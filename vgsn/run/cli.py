@@ -26,6 +26,7 @@ from vgsn.run import presets as P
 from vgsn.run import settings as S
 from vgsn.run.config import apply_overrides, dump_settings, parse_value, read_settings
 from vgsn.run.folder import RESUME_FIELDS, Interrupted, TrainingError, check_out
+from vgsn.run.lock import probe
 
 __all__ = ["SCRIPT_DATASETS", "build_parser", "config_from_args", "cli_main"]
 
@@ -329,6 +330,10 @@ def cli_main(argv, script, hooks=None):
         if fixed:
             parser.error(f"--resume keeps the run's state, so --set {fixed[0]} cannot change; "
                          f"on resume --set takes only {', '.join(RESUME_FIELDS)}")
+        try:
+            probe(args.resume, "--resume")
+        except TrainingError as exc:
+            parser.error(str(exc))
         if args.print_config:
             print(_resumed_settings(args.resume, overrides, parser), end="")
             return 0
@@ -344,9 +349,20 @@ def cli_main(argv, script, hooks=None):
         try:
             if check_out(out):   # run() creates it again; nothing is left behind on errors
                 out.rmdir()
+            probe(out, "--out")
         except TrainingError as exc:
             parser.error(str(exc))
+        except OSError:
+            pass                 # another process put a file there: run() takes the lock
+    data_dir = args.data_dir or (os.environ.get("VGSN_DATA") if args.resume is None else None)
+    if data_dir and Path(data_dir).expanduser().exists() \
+            and not Path(data_dir).expanduser().is_dir():
+        parser.error(f"{'--data-dir' if args.data_dir else 'VGSN_DATA='}{' ' if args.data_dir else ''}"
+                     f"{data_dir}: is a file, not a folder; give the folder that holds the "
+                     f"data files")
     mode = args.backend or (_recorded_backend(args.resume) if args.resume is not None else None)
+    where = (f"--backend {mode}" if args.backend else
+             f"{Path(args.resume) / 'config.json'} says backend {mode}" if mode else None)
     if mode is not None:
         loaded = sys.modules.get("vgsn.backend")
         if loaded is not None and loaded.MODE != mode:
@@ -360,6 +376,15 @@ def cli_main(argv, script, hooks=None):
     try:
         # The arguments are good: now the symbolic library (seconds to import).
         from vgsn import backend
+    except (ImportError, ValueError) as exc:   # a mode this install cannot run (one line)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if where:
+            reason = message.split(" Fix: ")[0].removeprefix(f"VGSN_MODE={mode.upper()} ")
+            fix = ("run it on Python >= 3.12 (PyTensor), or use --backend c" if args.backend
+                   else f"--resume {args.resume} --backend c continues it on C")
+            message = f"{where}, which this install cannot run: it {reason}. Fix: {fix}"
+        parser.error(message)
+    try:
         from vgsn.run import train
         _show_blas_warning(backend)
         if precision is not None:      # the JAX mode may have started before this run
@@ -374,7 +399,7 @@ def cli_main(argv, script, hooks=None):
         return 130
     except TrainingError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "status", 1)     # 2: refused before anything was done
     except KeyboardInterrupt:   # before training started: nothing to resume from
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from vgsn.data.datasets import DatasetError, load_dataset, resolve_data_dir
-from vgsn.run.folder import TrainingError
+from vgsn.run.folder import BadInput, TrainingError
 
 __all__ = ["load_data", "data_digest"]
 
@@ -40,8 +40,9 @@ def load_data(config, data_dir=None):
     except DatasetError as exc:
         first = exc
     if not first.missing:
-        # Broken data is never papered over by a stand-in: the user must know.
-        raise TrainingError(str(first)) from None
+        # Broken data is never papered over by a stand-in: the user must know (a bad
+        # input, exit status 2, as a bad argument).
+        raise BadInput(str(first)) from None
     for alt in fallbacks:
         try:
             data = load_dataset(alt, data_dir)

@@ -21,6 +21,7 @@ them byte for byte as an uninterrupted run with the same seed does: resuming cut
 them back to their sizes at the checkpoint (:func:`rewind`).
 """
 import csv
+import hashlib
 import io
 import json
 import os
@@ -36,13 +37,21 @@ from vgsn.run import presets as P
 from vgsn.run.config import apply_overrides
 from vgsn.run.checkpoints import CheckpointError, load_run_checkpoint
 
-__all__ = ["TrainingError", "Diverged", "Interrupted", "WriteFailed", "EVAL_COLUMNS", "BRANCHES",
+__all__ = ["TrainingError", "BadInput", "Diverged", "Interrupted", "WriteFailed", "EVAL_COLUMNS", "BRANCHES",
            "RESUME_FIELDS",
-           "is_metrics_file", "Metrics", "RunLog", "Progress", "check_out", "rewind", "write_timing", "write_report"]
+           "is_metrics_file", "Metrics", "RunLog", "Progress", "check_out", "rewind", "write_timing", "write_report",
+           "open_checkpoint", "resume_config", "check_metrics", "check_pretrained"]
 
 
 class TrainingError(RuntimeError):
     """A run cannot go on; the message is one line saying why and what to do."""
+
+
+class BadInput(TrainingError):
+    """A file, flag or value does not fit; refused before anything was done (exit
+    status 2, as a bad argument)."""
+
+    status = 2
 
 
 class Diverged(TrainingError):
@@ -130,6 +139,12 @@ class Metrics:
 
     def sizes(self):
         return {name: (self.folder / name).stat().st_size for name in self.files()}
+
+    def digests(self):
+        """sha256 of each metrics file as it is now (a checkpoint records them beside
+        the sizes, so a resume knows the files are this run's)."""
+        return {name: hashlib.sha256((self.folder / name).read_bytes()).hexdigest()
+                for name in self.files()}
 
     def truncate(self, sizes):
         """Put the metrics files back to ``sizes`` (a checkpoint's), then read them.
@@ -373,6 +388,53 @@ def resume_config(meta, overrides, where):
         return apply_overrides(config, overrides).validate(), config
     except ValueError as exc:
         raise TrainingError(f"cannot resume: {exc}") from None
+
+
+def check_metrics(run_dir, meta, ckpt):
+    """Everything :func:`rewind` will do to the metrics files, checked before it does
+    any of it: the checkpoint names only the run's metrics files, each is there, at
+    least as long as recorded, and its first bytes are the ones the checkpoint saw
+    (their sha256, recorded since checkpoints carry ``metrics_digests``; for older ones
+    the cut falls at a line's end and ``metrics.jsonl`` up to it holds rows up to the
+    checkpoint's update). A checkpoint of another run copied into the folder, or a
+    metrics file edited, is refused in one line with nothing changed."""
+    sizes, digests = meta.get("metrics_sizes"), meta.get("metrics_digests") or {}
+    bad = ([k for k, v in sizes.items() if not is_metrics_file(k) or not isinstance(v, int)
+            or v < 0] if isinstance(sizes, dict) else [sizes])
+    if bad or not isinstance(digests, dict):
+        what = bad[0] if bad else digests
+        raise TrainingError(f"cannot resume: {ckpt}: its metadata lists {what} among the run's "
+                            f"metrics files (damaged or edited); resume from the run's own "
+                            f"checkpoint, or start the run again in a new folder")
+    for name, size in sorted(sizes.items()):
+        path = Path(run_dir) / name
+        if not path.is_file():
+            raise TrainingError(f"cannot resume: {path} is gone (the checkpoint recorded "
+                                f"{size:,} bytes of it); put it back, or start the run "
+                                f"again in a new folder")
+        with open(path, "rb") as f:
+            head = f.read(size)
+        if len(head) < size:
+            raise TrainingError(f"cannot resume: {path} has {path.stat().st_size:,} bytes, "
+                                f"fewer than the {size:,} the checkpoint recorded; put the "
+                                f"whole file back, or start the run again in a new folder")
+        if name in digests:
+            same = hashlib.sha256(head).hexdigest() == digests[name]
+        else:
+            same = size == 0 or head.endswith(b"\n")
+            if same and name == "metrics.jsonl":
+                try:
+                    last = max((json.loads(line).get("update", 0)
+                                for line in head.decode().splitlines() if line.strip()),
+                               default=0)
+                    same = int(last) <= int(meta.get("update", 0))
+                except (ValueError, TypeError, AttributeError):
+                    same = False
+        if not same:
+            raise TrainingError(f"cannot resume: the first {size:,} bytes of {path} are not "
+                                f"the ones {ckpt} recorded (a checkpoint of another run, or "
+                                f"the file was edited); put the run's own {Path(ckpt).name} "
+                                f"and {name} back, or start the run again in a new folder")
 
 
 def check_pretrained(run_dir, config, meta):

@@ -328,6 +328,7 @@ class Run:
                 "data_note": self.data_note, "data_source": self.data.source,
                 "rng": {k: r.bit_generator.state for k, r in self._rngs().items()},
                 "acc": self.acc, "metrics_sizes": self.metrics.sizes(),
+                "metrics_digests": self.metrics.digests(),
                 "data_digest": self.data_digest(), "overrides": self.overrides,
                 "timing": self.timing, "backend": backend.MODE,
                 "numerics": backend.numerics()}

@@ -12,8 +12,10 @@ from vgsn import backend
 from vgsn.run import presets as P
 from vgsn.run.data import data_digest, load_data
 from vgsn.data.datasets import resolve_data_dir
-from vgsn.run.folder import (TrainingError, WriteFailed, check_out, check_pretrained,
-                             open_checkpoint, resume_config)
+from vgsn.run.folder import (BadInput, TrainingError, WriteFailed, check_metrics, check_out,
+                             check_pretrained, open_checkpoint, resume_config)
+from vgsn.run.checkpoints import CheckpointError
+from vgsn.run.lock import folder_lock
 from vgsn.run.loop import Run
 from vgsn.model.vae import OneStageModel
 
@@ -34,16 +36,26 @@ def run(config, out, data_dir=None, quiet=False, hooks=None):
     out = Path(out)
     created = check_out(out)
     try:
-        data, note = load_data(config, data_dir)
-        empty = [part for part in ("train", "valid", "test") if not len(getattr(data, part))]
-        if empty:   # found now, not after hours of training when the evaluation needs them
-            raise TrainingError(f"{data.source}: no {' and no '.join(empty)} images in the "
-                                f"{data.name} split this run would use; choose another fold "
-                                f"or data file")
+        with folder_lock(out, "--out"):
+            # Again under the lock: another process may have begun a run here meanwhile.
+            check_out(out)
+            return _run(config, out, data_dir, quiet, hooks)
     except TrainingError:
-        if created and not any(out.iterdir()):
-            out.rmdir()
+        if created:       # a folder this call made goes again if nothing was written
+            try:
+                out.rmdir()
+            except OSError:
+                pass
         raise
+
+
+def _run(config, out, data_dir, quiet, hooks):
+    data, note = load_data(config, data_dir)
+    empty = [part for part in ("train", "valid", "test") if not len(getattr(data, part))]
+    if empty:   # found now, not after hours of training when the evaluation needs them
+        raise TrainingError(f"{data.source}: no {' and no '.join(empty)} images in the "
+                            f"{data.name} split this run would use; choose another fold "
+                            f"or data file")
     config = replace(config, dataset=data.name, fallback_dataset=None)
     data_dir = None if data.name == "digits" else str(resolve_data_dir(data_dir))
     try:
@@ -81,6 +93,11 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise TrainingError(f"--resume {run_dir}: no such run folder")
+    with folder_lock(run_dir, "--resume"):
+        return _resume(run_dir, quiet, hooks, overrides)
+
+
+def _resume(run_dir, quiet, hooks, overrides):
     ckpt = run_dir / "checkpoint.h5"
     if not ckpt.exists():
         if (run_dir / "metrics.jsonl").exists() or (run_dir / "config.json").exists():
@@ -97,8 +114,10 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
         raise TrainingError(f"cannot resume: {exc}") from None
     x_dim = arrays["model/q.h0.W"].shape[0] if "model/q.h0.W" in arrays else None
     if x_dim != data.n_pixels:
-        raise TrainingError(f"cannot resume: the checkpoint's model has {x_dim} inputs, the "
-                            f"dataset {data.source} {data.n_pixels} pixels")
+        raise BadInput(f"cannot resume: the model in {ckpt} has {x_dim} inputs, the dataset "
+                       f"{data.source} {data.n_pixels} pixels; resume with the data the run "
+                       f"was trained on ({meta.get('data_source') or 'config.json'}), or start "
+                       f"a new run")
     recorded = meta.get("data_digest")
     if recorded is not None and recorded != data_digest(data):
         raise TrainingError(f"cannot resume: the data ({data.source}) are not the data this run "
@@ -106,10 +125,18 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
                             f"checkpoint's {recorded[:12]}); put the original files back, or "
                             f"start a new run")
     check_pretrained(run_dir, config, meta)
+    check_metrics(run_dir, meta, ckpt)
+    # Everything is checked: from here on the folder changes.
     try:
         r = Run(config, run_dir, data, meta.get("data_note"), meta.get("data_dir"), quiet, hooks)
         r._data_digest = recorded
-        r.restore(arrays, meta)
+        try:
+            r.restore(arrays, meta)   # sets every array (all checked first), then rewinds
+        except ValueError as exc:
+            raise BadInput(f"cannot resume: {ckpt}: {exc}; the checkpoint's arrays do not fit "
+                           f"the model its own settings build (edited, or not this run's); "
+                           f"resume from the run's own checkpoint, or start the run again "
+                           f"in a new folder") from None
         r.say(f"resuming {run_dir} at update {r.update:,} of {r.total:,}")
         was = (meta.get("numerics") or {}).get("matmul_precision", "highest")
         now = backend.numerics()["matmul_precision"]
@@ -164,7 +191,12 @@ def load_models(path):
         mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(prefix + "/")}
         if not mine:
             continue
-        m = OneStageModel(mine["q.h0.W"].shape[0], **args)
-        m.set_state(mine)
+        try:
+            m = OneStageModel(mine["q.h0.W"].shape[0], **args)
+            m.set_state(mine)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: {prefix}/{exc.args[0] if exc.args else exc}: the "
+                                  f"checkpoint's arrays do not fit the model its own settings "
+                                  f"build (edited, or not a run's?)") from None
         models[prefix] = m
     return models

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from datetime import datetime
 from pathlib import Path
 
+from vgsn.run.lock import holder
 from vgsn.studies.sweepreport import KEEP, point_status
 
 __all__ = ["SweepError", "SLURM_HINT", "job_argv", "job_env", "run_point", "PointJob",
@@ -44,11 +45,17 @@ def job_argv(job):
         return None
     if status == "checkpoint":
         return [f"run_{job['script']}.py", "--resume", str(d), "--quiet"]
-    if status == "started":
+    if status == "started" and not _busy(d):
         for p in d.iterdir():
             if p.name not in KEEP:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
     return list(job["argv"])
+
+
+def _busy(folder):
+    """Another process (a requeued job's predecessor not yet gone) holds the folder:
+    its files are not cleared; the command then waits for the lock or refuses."""
+    return holder(folder) is not None
 
 
 def _flags_with(flags, key, value):

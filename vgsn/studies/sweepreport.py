@@ -33,8 +33,9 @@ __all__ = ["final_rows", "point_status", "collect", "aggregate", "fold_means", "
 # differs from the preset only in these still is the paper's experiment.
 BOOKKEEPING = {"figures", "log_every", "checkpoint_every", "eval_every", "scatter_every",
                "samples_at", "chain_rows", "chain_length", "fault_at"}
-# Files of a point folder that are the sweep's, not the run's.
-KEEP = {"command.txt", "job.log"}
+# Files of a point folder that are the sweep's, not the run's, and the run folder's lock
+# (never removed: vgsn.run.lock).
+KEEP = {"command.txt", "job.log", ".lock"}
 #: The preset field of TFD's fold, and what a summary row has in its place.
 FOLD_FIELD, FOLD_MEAN = "tfd_fold", "mean"
 
