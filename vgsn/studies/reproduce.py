@@ -1,7 +1,7 @@
-"""Check the paper's Sec. 7 claims at a scale that runs here, and write docs/reproduction.md.
+"""Check the paper's Sec. 7 claims at a scale that runs here, and write the reproduction document.
 
-    python -m vgsn.reproduce --out runs/reproduce --seeds 1 2 3
-    python -m vgsn.reproduce --out runs/reproduce --report-only     # rewrite the document
+    python -m vgsn.reproduce --out runs/reproduce --seeds 1 2 3 --doc docs/reproduction.md
+    python -m vgsn.reproduce --out runs/reproduce --report-only     # OUT/reproduction.md
     python -m vgsn.reproduce --tiny --out /tmp/repro                 # seconds: the tests' mode
 
 Runs the short presets ``check-mnist1``, ``check-ork`` and ``check-var``
@@ -420,8 +420,8 @@ def main(argv=None):
                         choices=P.CHECK_PRESETS, metavar="NAME",
                         help=f"a subset of {', '.join(P.CHECK_PRESETS)} (e.g. one per process)")
     parser.add_argument("--doc", metavar="FILE",
-                        help="the document (default docs/reproduction.md; --tiny: "
-                             "OUT/reproduction.md)")
+                        help="the document (default OUT/reproduction.md; the repository's: "
+                             "--doc docs/reproduction.md)")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing, write the document from the folders in --out")
     parser.add_argument("--tiny", action="store_true",
@@ -441,8 +441,8 @@ def main(argv=None):
         return 0
     if args.out is None:
         parser.exit(2, f"{parser.prog}: error: --out DIR is needed (the folder of the runs)\n")
-    doc = Path(args.doc) if args.doc else (Path(args.out) / "reproduction.md" if args.tiny
-                                           else ROOT / "docs" / "reproduction.md")
+    # The repository's docs/ is written only when asked (--doc docs/reproduction.md).
+    doc = Path(args.doc) if args.doc else Path(args.out) / "reproduction.md"
     command = "python -m vgsn.reproduce " + " ".join(
         a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only")
     if not args.report_only:
@@ -453,6 +453,10 @@ def main(argv=None):
         except TrainingError as exc:
             print(f"python -m vgsn.reproduce: error: {exc}", file=sys.stderr)
             return 1
+    if not collect(args.out) and doc.exists():
+        # A report of no runs never replaces a document (a wrong --out, runs not finished).
+        parser.exit(2, f"{parser.prog}: error: --out {args.out}: no finished runs there, so "
+                       f"{doc} is left as it is; give the folder of the runs\n")
     path, rows = write_document(args.out, doc, command)
     for r in rows:
         print(f"{r['verdict']:28s} {r['claim']}", file=sys.stderr)
