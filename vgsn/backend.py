@@ -72,8 +72,10 @@ When the JAX mode starts (``activate('jax')``):
 ``numerics()`` returns both as a dict (recorded in a run's ``config.json`` and its
 checkpoints); ``describe()`` names them.
 """
+import contextlib
 import glob
 import importlib
+import io
 import logging
 import os
 import warnings
@@ -151,6 +153,32 @@ def _no_blas_record(record):
     return "BLAS" not in record.getMessage()
 
 
+#: What numpy.distutils' BLAS search prints (on stdout) when it finds no BLAS.
+_PROBE_LINES = ("_info:", "NOT AVAILABLE", "not found in", "libraries ", "FOUND:",
+                "library_dirs", "define_macros", "language", "include_dirs")
+
+
+@contextlib.contextmanager
+def quiet_blas_probe():
+    """The import of Aesara / PyTensor without numpy.distutils' BLAS search noise: its
+    warnings (multi-line texts about BLAS, LAPACK, ATLAS not found) and the lines it
+    prints on stdout. :func:`blas_warning` says the one thing that matters, with the
+    fix. Other output passes through."""
+    out = io.StringIO()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*(blas|lapack|atlas)")
+        warnings.filterwarnings("ignore", module=r"numpy\.distutils")
+        warnings.filterwarnings("ignore", message=r"(?s).*numpy\.distutils")
+        try:
+            with contextlib.redirect_stdout(out):
+                yield
+        finally:
+            kept = [ln for ln in out.getvalue().splitlines()
+                    if ln.strip() and not any(w in ln for w in _PROBE_LINES)]
+            if kept:
+                print("\n".join(kept))
+
+
 def _choose(mode):
     forced = os.environ.get("VGSN_BACKEND", "").strip().lower()
     if forced not in ("", "aesara", "pytensor"):
@@ -182,8 +210,7 @@ def _choose(mode):
         blas_log = logging.getLogger(name + ".tensor.blas")
         blas_log.addFilter(_no_blas_record)
         try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*BLAS.*")
+            with quiet_blas_probe():
                 lib = importlib.import_module(name)
                 importlib.import_module(name + ".tensor")
             return name, lib
@@ -240,7 +267,8 @@ else:
 
 def blas_linked():
     """True when the C ops link a real BLAS (``blas__ldflags`` is non-empty)."""
-    return bool(config.blas__ldflags.strip())
+    with quiet_blas_probe():          # the flag's default may search for a BLAS now
+        return bool(config.blas__ldflags.strip())
 
 
 def blas_warning():

@@ -320,6 +320,47 @@ def test_compare_cli_prints_the_terms(files, gaussian_model, images, tmp_path, c
     assert exit_.value.code == 2 and "--rows 0: must be >= 1" in capsys.readouterr().err
 
 
+def test_compare_infers_the_output_model_reads_npz_and_diffs_a_reference(files, images,
+                                                                         tmp_path, capsys):
+    q = str(files["paths"]["q", "py2", "pkl.gz"])
+    p = str(files["paths"]["p", "py3", "pkl"])
+    np.savez(tmp_path / "x.npz", images=images, labels=np.arange(len(images)))
+    saved = tmp_path / "out.npz"
+    res = compare_main(["--q", q, "--p", p, "--images", str(tmp_path / "x.npz"),
+                        "--samples", "0", "--save", str(saved)], out=io.StringIO())
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "assumed gaussian (p's shared log-variance parameter is 0.9" in err[0]
+    nll_ref, kl_ref = np_terms(images, files["objects"]["q"][2], files["objects"]["p"][2],
+                               "gaussian")
+    np.testing.assert_allclose(res["nll_mean_z"], nll_ref, rtol=1e-5, atol=1e-4)
+    # a reference that differs by 0.5 in row 3 of kl
+    with np.load(saved) as f:
+        ref = {k: f[k] for k in f.files}
+    ref["kl"] = ref["kl"].copy()
+    ref["kl"][3] += 0.5
+    np.savez(tmp_path / "ref.npz", **ref)
+    out = io.StringIO()
+    res = compare_main(["--q", q, "--p", p, "--images", f"{tmp_path / 'x.npz'}:images",
+                        "--samples", "0", "--x-type", "gaussian", "--ref",
+                        str(tmp_path / "ref.npz")], out=out)
+    assert capsys.readouterr().err == ""                      # told: no warning
+    assert res["ref_max_diff"]["nll_mean_z"] == 0.0
+    assert res["ref_max_diff"]["kl"] == pytest.approx(0.5, abs=1e-6)
+    assert "kl: largest difference 0.5 (row 3:" in out.getvalue()
+    # a Bernoulli pair: p's log-variance parameter never trained, still 0
+    objs = _infnet_objects(Z_DIM, P_HID, X_DIM, lv_b=0.0)
+    bern = _write(tmp_path / "p_bern.pkl", objs)
+    compare_main(["--q", q, "--p", str(bern), "--images", str(tmp_path / "x.npz"),
+                  "--samples", "0"], out=io.StringIO())
+    assert "assumed bernoulli (p's shared log-variance parameter is at its initial 0" in \
+        capsys.readouterr().err
+    np.savez(tmp_path / "two.npz", a=images, b=images)
+    with pytest.raises(SystemExit):
+        compare_main(["--q", q, "--p", p, "--images", str(tmp_path / "two.npz")],
+                     out=io.StringIO())
+    assert "a .npz archive of a, b; name the images array: " in capsys.readouterr().err
+
+
 # ---- mismatches and malicious files ---------------------------------------------
 
 def _broken(tmp_path, name, change, base="q"):

@@ -288,7 +288,7 @@ def test_the_demo_falls_back_to_the_digits_only_when_mnist_is_absent(tmp_path):
     assert (config.dataset, config.fallback_dataset) == ('mnist', 'digits')
     absent = tmp_path / 'absent'
     data, note = load_data(config, absent)
-    assert data.name == 'digits' and note == f"mnist not found in {absent}"
+    assert data.name == "digits" and note == f"mnist not found in {absent}, so the stand-in digits"
     assert not absent.exists()              # the demo never downloads, so never makes it
     # The same folder with a partial MNIST (a file absent): still absent, still the digits.
     make_mnist(absent)

@@ -329,6 +329,30 @@ def test_orthogonal_init_is_orthogonal_with_gain():
     np.testing.assert_allclose(W @ W.T, np.eye(10), atol=1e-5)
 
 
+def test_building_without_the_init_draws_the_same_and_skips_the_svd(monkeypatch):
+    """``init_weights=False`` (a checkpoint fills the weights next): zeros, no SVD, and
+    the generator moves on as with the init, so the guide's fixed ``classifier_W`` (not
+    in a checkpoint) and its output weights are those of the initialised guide."""
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    orthogonal((40, 12), 1.4, a)
+    assert not orthogonal((40, 12), 1.4, b, decompose=False).any()
+    assert a.bit_generator.state == b.bit_generator.state
+    full = MaxoutGuide(30, np.random.default_rng(2), units=6, pool=2, act_penalty="code2015")
+    bare = MaxoutGuide(30, np.random.default_rng(2), units=6, pool=2, act_penalty="code2015",
+                       init_weights=False)     # classifier_W: its own small SVD, as before
+    np.testing.assert_array_equal(bare.classifier_W.get_value(), full.classifier_W.get_value())
+    np.testing.assert_array_equal(bare.output.W.get_value(), full.output.W.get_value())
+    assert not bare.layers[0].W.get_value().any()
+
+    def no_svd(*args, **kw):
+        raise AssertionError("SVD computed")
+    monkeypatch.setattr(np.linalg, "svd", no_svd)
+    MaxoutGuide(30, np.random.default_rng(2), units=6, pool=2, init_weights=False)
+    m = OneStageModel(30, 3, (8,), (8,), seed=4, init_weights=False)
+    assert not m.q.hidden_layers[0].W.get_value().any()
+    assert m.rng.bit_generator.state == np.random.default_rng([4, 1]).bit_generator.state
+
+
 def test_host_noise_statistics_and_reproducibility(monkeypatch):
     """Dropout masks and Gaussian noise: the right law, the same arrays from the same
     generator state, and the same arrays whether the row blocks fill in threads or not."""

@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -351,6 +352,38 @@ def test_requeue_resubmits_the_same_point(tmp_path):
     (tmp_path / "p" / "checkpoint.h5").unlink()
     (tmp_path / "p" / "metrics.jsonl").write_text("{}\n")   # died before its first checkpoint
     assert X.job_argv(job) == ["run_mnist.py"] and not (tmp_path / "p" / "metrics.jsonl").exists()
+
+
+def test_requeue_passes_sigusr1_to_the_run_and_waits_for_it(tmp_path):
+    """Slurm's SIGUSR1 reaches the submitit job; ``checkpoint`` passes it on to the run
+    (which saves at its next update and stops with 128 + 10) before the requeue."""
+    submitit = pytest.importorskip("submitit")
+    mark = tmp_path / "got"
+    code = ("import signal, sys, time, pathlib\n"
+            "def stop(s, f):\n"
+            f"    pathlib.Path({str(mark)!r}).write_text(signal.Signals(s).name)\n"
+            "    sys.exit(128 + s)\n"
+            "signal.signal(signal.SIGUSR1, stop)\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(120)\n")
+    job = {"dir": str(tmp_path / "p"), "script": "mnist", "argv": ["-c", code],
+           "repo": str(tmp_path), "python": sys.executable}
+    results = []
+    worker = threading.Thread(target=lambda: results.append(X.run_point(job)))
+    worker.start()
+    deadline = time.time() + 60
+    log = tmp_path / "p" / "job.log"
+    while "ready" not in (log.read_text().splitlines() if log.exists() else []):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    t0 = time.time()
+    again = X.PointJob().checkpoint(job)
+    assert time.time() - t0 < 10 and mark.read_text() == "SIGUSR1"
+    assert isinstance(again, submitit.helpers.DelayedSubmission) and again.args == (job,)
+    worker.join(10)
+    assert results[0]["returncode"] == 128 + signal.SIGUSR1
+    with pytest.raises(RuntimeError, match="stopped by a signal"):   # not 'finished'
+        X.PointJob()({**job, "argv": ["-c", "raise SystemExit(138)"]})
 
 
 @pytest.mark.parametrize("text, minutes", [("90", 90), ("1:30:00", 90), ("2-00:00:00", 2880),

@@ -11,7 +11,16 @@ reports the sampled form, per row). Usage::
     python -m vgsn.compare --q q.pkl.gz --p p.pkl.gz --x-type gaussian --images faces.npy
 
 ``--images`` takes a ``.npy`` file of shape (rows, pixels) or (rows, h, w) with
-values in [0, 1] (uint8 is divided by 255).
+values in [0, 1] (uint8 is divided by 255), or a ``.npz`` archive holding one such
+array (or several, one named ``images``, ``x`` or ``X``; ``FILE.npz:KEY`` picks one).
+
+The 2015 files do not record p's output model. Without ``--x-type`` it is inferred and
+said on stderr: p's shared log-variance parameter (``sigma[0]['b'][0]``) still at its
+initial 0 means it was never trained (Bernoulli), any other value a Gaussian pair.
+
+``--save OUT.npz`` writes the per-row outputs (``nll_mean_z``, ``kl``, ``nll_sampled``);
+``--ref REF.npz`` reads saved outputs under the same names (from ``--save``, or the
+2015 code's ``compute_fe_terms`` saved so) and prints the largest difference of each.
 """
 import argparse
 import pickle
@@ -34,8 +43,9 @@ def _parser():
                      help="MNIST folder (IDX files or mnist.pkl.gz; nothing is downloaded)")
     ap.add_argument("--split", choices=("train", "valid", "test"), default="test",
                     help="MNIST split (default test)")
-    ap.add_argument("--x-type", choices=("bernoulli", "gaussian"), default="bernoulli",
-                    help="output model the pair was trained with (default bernoulli)")
+    ap.add_argument("--x-type", choices=("bernoulli", "gaussian"), default=None,
+                    help="output model the pair was trained with (the files do not say; "
+                         "default: inferred from p's shared log-variance, and said)")
     ap.add_argument("--logvar-bound", type=float, default=6.0,
                     help="B of the Gaussian's shared log-variance B tanh(b/B) (default 6)")
     ap.add_argument("--rows", type=int, default=None, help="use the first ROWS images")
@@ -43,6 +53,10 @@ def _parser():
                     help="z samples per image for the sampled terms (default 10; 0 skips them)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the z samples")
     ap.add_argument("--show", type=int, default=5, help="per-image rows to print (default 5)")
+    ap.add_argument("--save", metavar="OUT.npz", help="write the per-row outputs (.npz)")
+    ap.add_argument("--ref", metavar="REF.npz",
+                    help="saved outputs (nll_mean_z, kl, nll_sampled per row): print the "
+                         "largest difference of each")
     return ap
 
 
@@ -54,14 +68,7 @@ class InputError(Exception):
 def _images(args, x_dim):
     if args.images is not None:
         where = args.images
-        try:
-            X = np.load(args.images, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zlib.error) as exc:
-            raise InputError(f"{where}: not a readable .npy file "
-                             f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                             ) from None
-        if not isinstance(X, np.ndarray):     # an .npz archive
-            raise InputError(f"{where}: a .npz archive, expected one .npy array")
+        X = _load_array(args.images, ("images", "x", "X"), "images")
         if X.ndim not in (2, 3):
             raise InputError(f"{where}: an array of shape {X.shape}, expected (rows, pixels) "
                              f"or (rows, h, w)")
@@ -94,6 +101,75 @@ def _images(args, x_dim):
     return X, where
 
 
+def _load_array(spec, names, what):
+    """The array of a ``.npy`` file, or of a ``.npz`` archive (its only array, the
+    first of ``names`` it holds, or ``FILE.npz:KEY``)."""
+    path, key = spec, None
+    head, sep, tail = spec.rpartition(":")
+    if sep and head.endswith(".npz") and tail:
+        path, key = head, tail
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        kind = ".npz archive" if str(path).endswith(".npz") else ".npy file"
+        raise InputError(f"{path}: not a readable {kind} "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                         ) from None
+    if isinstance(data, np.ndarray):
+        return data
+    with data:
+        keys = list(data.files)
+        if key is None:
+            key = keys[0] if len(keys) == 1 else next((n for n in names if n in keys), None)
+        if key not in keys:
+            raise InputError(f"{path}: a .npz archive of {', '.join(keys) or 'no arrays'}; "
+                             f"name the {what} array: {path}:KEY")
+        try:
+            return data[key]
+        except (ValueError, OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{path}:{key}: not readable ({exc})") from None
+
+
+def infer_x_type(p):
+    """(x_type, reason) from a 2015 p file: a shared log-variance parameter still at
+    its initial 0 was never trained (Bernoulli); any other value: Gaussian."""
+    try:
+        b = float(p.sigma[0]["b"][0])
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return "bernoulli", "p's file holds no shared log-variance parameter"
+    if b == 0.0:
+        return "bernoulli", "p's shared log-variance parameter is at its initial 0 (untrained)"
+    return "gaussian", f"p's shared log-variance parameter is {b:.6g}, not its initial 0"
+
+
+def compare_to_ref(result, ref_path, say):
+    """Print the largest |difference| of each output to the saved ones in ``ref_path``;
+    returns {name: largest difference}."""
+    try:
+        with np.load(ref_path, allow_pickle=False) as ref:
+            saved = {k: np.asarray(ref[k], np.float64) for k in ref.files}
+    except (ValueError, OSError, EOFError, zlib.error, AttributeError) as exc:
+        raise InputError(f"--ref {ref_path}: not a readable .npz of saved outputs ({exc})") from None
+    common = [k for k in result if k in saved]
+    if not common:
+        raise InputError(f"--ref {ref_path}: holds {', '.join(saved) or 'nothing'}, none of "
+                         f"{', '.join(result)}; save outputs under these names (--save)")
+    out = {}
+    say()
+    say(f"against {ref_path}:")
+    for k in common:
+        a, b = np.asarray(result[k], np.float64), saved[k]
+        if a.shape != b.shape:
+            raise InputError(f"--ref {ref_path}: {k} has shape {b.shape}, this run {a.shape} "
+                             f"(the same images and --rows?)")
+        d = np.abs(a - b)
+        i = int(np.argmax(d)) if d.size else 0
+        out[k] = float(d.max()) if d.size else 0.0
+        say(f"  {k}: largest difference {out[k]:.3g} (row {i}: {a.flat[i]:.6f} vs "
+            f"{b.flat[i]:.6f}), mean {float(d.mean()) if d.size else 0.0:.3g}")
+    return out
+
+
 def compare(args, out=sys.stdout):
     """Run the comparison for parsed ``args``; returns a dict of the per-row arrays."""
     from vgsn.compat2015.convert import load_2015_model, read_2015_infnet
@@ -108,8 +184,16 @@ def compare(args, out=sys.stdout):
             raise InputError(f"{path}: corrupt or truncated gzip stream ({exc})") from None
 
     q, p = read(args.q), read(args.p)
+    assumed = None
+    if args.x_type is None:
+        args.x_type, assumed = infer_x_type(p)
     model = load_2015_model(q, p, x_type=args.x_type, logvar_bound=args.logvar_bound)
     X, where = _images(args, model.x_dim)
+    if assumed:          # once the inputs are good: a refusal stays one line
+        other = "gaussian" if args.x_type == "bernoulli" else "bernoulli"
+        print(f"python -m vgsn.compare: warning: the 2015 files do not record p's output "
+              f"model; assumed {args.x_type} ({assumed}); give --x-type {other} if it was "
+              f"{other}", file=sys.stderr)
     say(f"q: {q.summary()}")
     say(f"p: {p.summary()}")
     line = f"model: x_type {args.x_type}, x {model.x_dim}, z {model.z_dim}"
@@ -133,6 +217,12 @@ def compare(args, out=sys.stdout):
     for i in range(min(args.show, len(X))):
         say(str(i).rjust(6) + "".join(f"{v[i]:{width}.4f}" for _, v in columns))
     say("mean".rjust(6) + "".join(f"{np.mean(v):{width}.4f}" for _, v in columns))
+    if args.ref:
+        result["ref_max_diff"] = compare_to_ref(
+            {k: v for k, v in result.items() if isinstance(v, np.ndarray)}, args.ref, say)
+    if args.save:
+        np.savez(args.save, **{k: v for k, v in result.items() if isinstance(v, np.ndarray)})
+        say(f"saved: {args.save}")
     return result
 
 

@@ -15,7 +15,7 @@ from vgsn.backend import T, floatX, shared
 from vgsn.model.noise import pending_jobs
 
 
-def orthogonal(shape, gain, rng):
+def orthogonal(shape, gain, rng, decompose=True):
     """Orthogonal matrix of ``shape`` (from the SVD of a Gaussian), times ``gain``.
 
     Parameters
@@ -23,6 +23,10 @@ def orthogonal(shape, gain, rng):
     shape : tuple (fan_in, fan_out)
     gain : float
     rng : numpy.random.Generator
+    decompose : bool
+        False: zeros, for a weight a checkpoint fills next. The Gaussian is drawn all
+        the same, so what is drawn from ``rng`` afterwards does not change; only the
+        SVD (seconds at the paper's sizes) is skipped.
 
     Returns
     -------
@@ -32,6 +36,8 @@ def orthogonal(shape, gain, rng):
     if len(shape) != 2 or min(shape) < 1:
         raise ValueError(f"orthogonal init needs a 2-D shape with positive sizes, got {shape}")
     a = rng.standard_normal(shape)
+    if not decompose:
+        return np.zeros(shape, dtype=floatX)
     u, _, vt = np.linalg.svd(a, full_matrices=False)
     q = u if u.shape == tuple(shape) else vt
     return (gain * q).astype(floatX)

@@ -53,10 +53,12 @@ class InfNet:
     logvar : {'head', 'shared', 'none'}
     logvar_bound : float
         ``B`` of the tanh bound on the shared log-variance (6 in the 2015 code).
+    init_weights : bool
+        False: zero weights without the SVDs (a checkpoint fills them next).
     """
 
     def __init__(self, n_in, hidden, n_out, name, rng, init_scale=1.4, logvar="head",
-                 logvar_bound=6.0):
+                 logvar_bound=6.0, init_weights=True):
         if logvar not in LOGVAR_MODES:
             raise ValueError(f"{name}: logvar must be one of {LOGVAR_MODES}, got {logvar!r}")
         if logvar_bound <= 0:
@@ -68,10 +70,12 @@ class InfNet:
         self.logvar_mode, self.logvar_bound = logvar, float(logvar_bound)
         sizes = [self.n_in] + hidden
         self.hidden_layers = [
-            Dense(a, b, f"{name}.h{i}", W=orthogonal((a, b), init_scale, rng), b=hidden_bias(b, rng))
+            Dense(a, b, f"{name}.h{i}", W=orthogonal((a, b), init_scale, rng, init_weights),
+                  b=hidden_bias(b, rng))
             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
         self.mean_head = Dense(hidden[-1], self.n_out, f"{name}.mean",
-                               W=orthogonal((hidden[-1], self.n_out), init_scale, rng))
+                               W=orthogonal((hidden[-1], self.n_out), init_scale, rng,
+                                            init_weights))
         self.params = [p for layer in self.hidden_layers for p in layer.params]
         self.params += self.mean_head.params
         self.logvar_head = None
@@ -205,12 +209,15 @@ class MaxoutGuide:
         (``PeaNet``'s bypassed output: orthogonal, gain ``init_scale / sqrt(units)``,
         drawn from ``rng`` after every trained weight) and its own bias noise
         ``bias_c`` (rows, 10).
+    init_weights : bool
+        False: zero maxout weights without the SVDs (their draws are made, so the
+        output weights and ``classifier_W`` are as with the init).
     name : str
     """
 
     def __init__(self, n_in, rng, units=300, pool=4, n_layers=2, init_scale=0.75,
                  vis_drop=0.2, hid_drop=0.5, bias_noise=0.1, input_noise=0.0, squash=20.0,
-                 act_penalty="vgsn", name="guide"):
+                 act_penalty="vgsn", name="guide", init_weights=True):
         if act_penalty not in ACT_PENALTIES:
             raise ValueError(f"{name}: act_penalty must be one of {ACT_PENALTIES}, "
                              f"got {act_penalty!r}")
@@ -228,7 +235,8 @@ class MaxoutGuide:
         self.layers = []
         fan_in = self.n_in
         for i in range(int(n_layers)):
-            W = orthogonal((fan_in, units * pool), init_scale / np.sqrt(fan_in), rng)
+            W = orthogonal((fan_in, units * pool), init_scale / np.sqrt(fan_in), rng,
+                           init_weights)
             self.layers.append(Maxout(fan_in, units, pool, f"{name}.h{i}", W=W))
             fan_in = units
         w_out = (rng.standard_normal((fan_in, 1)) * init_scale).astype(floatX)

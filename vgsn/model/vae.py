@@ -60,12 +60,15 @@ class OneStageModel(Compiled):
         included (what the 2015 code did; ``presets.code2015`` picks it).
     seed : int
         Seeds both the parameter init and the noise generator ``self.rng``.
+    init_weights : bool
+        False: q's and p's weight matrices start as zeros, without their orthogonal
+        init's SVDs, for a model a checkpoint fills next (``load_models``, resume).
     """
 
     def __init__(self, x_dim, z_dim, q_hidden=(1500, 1500), p_hidden=(1500, 1500),
                  x_type="bernoulli", x_mean=None, init_scale=1.4, logvar_bound=6.0,
                  batch_repeat=5, momentum=0.0, momentum_scheduled=False, max_norm=10.0, lr=5e-4,
-                 lam_kl=1.0, gamma_kl=0.0, l2=1e-5, l2_on="weights", seed=0):
+                 lam_kl=1.0, gamma_kl=0.0, l2=1e-5, l2_on="weights", seed=0, init_weights=True):
         check("x_type", x_type, X_TYPES)
         check("l2_on", l2_on, L2_TARGETS)
         if int(batch_repeat) < 1:
@@ -80,10 +83,11 @@ class OneStageModel(Compiled):
         self.batch_repeat = int(batch_repeat)
         init_rng = np.random.default_rng([int(seed), 0])
         self.rng = np.random.default_rng([int(seed), 1])
-        self.q = InfNet(self.x_dim, q_hidden, self.z_dim, "q", init_rng, init_scale, logvar="head")
+        self.q = InfNet(self.x_dim, q_hidden, self.z_dim, "q", init_rng, init_scale, logvar="head",
+                        init_weights=init_weights)
         self.p = InfNet(self.z_dim, p_hidden, self.x_dim, "p", init_rng, init_scale,
                         logvar="shared" if x_type == "gaussian" else "none",
-                        logvar_bound=logvar_bound)
+                        logvar_bound=logvar_bound, init_weights=init_weights)
         if x_mean is not None:
             x_mean = np.asarray(x_mean)
             if x_mean.shape != (self.x_dim,):
@@ -318,6 +322,6 @@ class OneStageModel(Compiled):
         if momentum_scheduled is not None:
             config["momentum_scheduled"] = bool(momentum_scheduled)
         config["momentum"] = hyper.pop("momentum", config["momentum"])   # beta as it is now
-        other = OneStageModel(**config, **hyper)
+        other = OneStageModel(**config, **hyper, init_weights=False)   # filled next
         other.set_state({p.name: p.get_value() for p in self.params})
         return other

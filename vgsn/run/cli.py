@@ -13,6 +13,7 @@ through ``schedules.kl_weight_at`` into ``model.hyper`` (``lam_kl``), the shared
 the model's graphs use (``OneStageModel.vae_cost``, ``VCGLoop``'s step costs).
 """
 import argparse
+import importlib.util
 import json
 import math
 import shlex
@@ -25,7 +26,8 @@ from pathlib import Path
 from vgsn.run import presets as P
 from vgsn.run import settings as S
 from vgsn.run.config import apply_overrides, dump_settings, parse_value, read_settings
-from vgsn.run.folder import RESUME_FIELDS, Interrupted, TrainingError, check_out
+from vgsn.run.folder import (RESUME_FIELDS, Interrupted, TrainingError, check_out,
+                             finished_update)
 from vgsn.run.lock import probe
 
 __all__ = ["SCRIPT_DATASETS", "build_parser", "config_from_args", "cli_main"]
@@ -100,9 +102,11 @@ def build_parser(script):
                f"preset < --config FILE < flags < --set; a flag and a --set of the same field "
                f"are refused. A run stopped "
                f"after its first checkpoint continues exactly with --resume RUN_DIR (with "
-               f"--set, only the schedule: {', '.join(RESUME_FIELDS)}). Exit status: 0 done, "
-               f"1 the run failed (one line says why and what to do), 2 bad arguments, "
-               f"130 interrupted.")
+               f"--set, only the schedule: {', '.join(RESUME_FIELDS)}); --resume RUN_DIR "
+               f"--updates N extends a run to N updates. SIGTERM, SIGINT (Ctrl-C) and SIGUSR1 "
+               f"save a checkpoint at the next update boundary, then stop. Exit status: 0 "
+               f"done, 1 the run failed (one line says why and what to do), 2 bad arguments, "
+               f"130 interrupted (Ctrl-C), 143 / 138 stopped by SIGTERM / SIGUSR1.")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--preset", choices=names, metavar="NAME",
                       help=f"the experiment to run (one of: {', '.join(names)})")
@@ -120,7 +124,8 @@ def build_parser(script):
                              "--config) and exit; trains nothing")
     parser.add_argument("--updates", type=_count, metavar="N",
                         help="total updates, split between pre-training and the chain phase in "
-                             "the preset's proportion (schedules unchanged)")
+                             "the preset's proportion (schedules unchanged); with --resume: "
+                             "extend the run to N updates (the chain phase grows)")
     parser.add_argument("--pretrain-updates", type=_count, metavar="N")
     parser.add_argument("--chain-updates", type=_count, metavar="N",
                         help="updates after the fork (each branch)")
@@ -176,6 +181,10 @@ def build_parser(script):
                              "from the C mode's); the C and Numba modes always compute full "
                              "float32; --resume keeps the run's own unless given")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write every metric and figure as TensorBoard events into "
+                             "the run folder as it goes (tensorboard --logdir runs/; needs "
+                             "pip install -e .[tensorboard])")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return parser
 
@@ -184,7 +193,8 @@ def build_parser(script):
 # --set of the same field)
 _FIELD_FLAGS = {field: "--" + ("fold" if flag == "fold" else flag.replace("_", "-"))
                 for flag, field in _FLAG_FIELDS.items() if field is not None}
-_FIELD_FLAGS.update({"figures": "--no-figures", "distinct_rows": "--distinct-rows"})
+_FIELD_FLAGS.update({"figures": "--no-figures", "distinct_rows": "--distinct-rows",
+                     "tensorboard": "--tensorboard"})
 
 
 def _set_values(args, parser):
@@ -229,12 +239,15 @@ def config_from_args(args, parser, script):
         changes["distinct_rows"] = True
     if args.no_figures:
         changes["figures"] = False
+    if args.tensorboard:
+        changes["tensorboard"] = True
     sets = _set_values(args, parser)
     both = [k for k in sets if k in changes]
     if both:
         k = both[0]
         flag = _FIELD_FLAGS[k]
-        shown = flag if flag in ("--no-figures", "--distinct-rows") else f"{flag} {changes[k]}"
+        shown = flag if flag in ("--no-figures", "--distinct-rows", "--tensorboard") \
+            else f"{flag} {changes[k]}"
         parser.error(f"{shown} and --set {k}={sets[k]} both set {k}; give one of them")
     if args.dataset is not None:     # named: used or refused, never replaced by a stand-in
         changes["fallback_dataset"] = None
@@ -306,26 +319,42 @@ def _recorded_precision(run_dir):
     return names.get(_recorded(run_dir, "matmul_precision"))
 
 
+def _recorded_total(run_dir):
+    """The updates of the run in ``run_dir`` (``config.json``), or None."""
+    try:
+        c = json.loads((Path(run_dir) / "config.json").read_text())
+        return int(c["pretrain_updates"]) + int(c["chain_updates"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def cli_main(argv, script, hooks=None):
     """``run_<script>.py``: parse ``argv``, run or resume; returns the exit status
     (0 done, 1 the run failed or diverged, 2 bad arguments, 130 interrupted).
     ``hooks`` goes to ``vgsn.run.train.run`` / ``resume`` (tests only)."""
     parser = build_parser(script)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     prog = parser.prog
+    # the command to record: the script as it was called (this process's argv[0] when it
+    # is the script), then the arguments exactly
+    called = sys.argv[0] if Path(sys.argv[0] or "").name == f"run_{script}.py" else prog
+    command = [called, *argv]
     overrides = None
     if args.resume is not None:
         given = [f"--{k.replace('_', '-')}" for k in list(_FLAG_FIELDS) + ["data_dir", "out",
                                                                             "config"]
-                 if vars(args).get(k) is not None]
+                 if k != "updates" and vars(args).get(k) is not None]
         given += [f for f, on in (("--code2015", args.code2015),
                                   ("--no-figures", args.no_figures),
                                   ("--distinct-rows", args.distinct_rows)) if on]
         if given:
             parser.error(f"--resume continues a run with its own settings; drop {', '.join(given)}"
-                         f" (only --set {'/'.join(RESUME_FIELDS[:2])}/... of the schedule "
-                         f"may change)")
+                         f" (only --updates N and --set {'/'.join(RESUME_FIELDS[:2])}/... of the "
+                         f"schedule may change)")
         overrides = _set_values(args, parser)
+        if args.tensorboard:
+            overrides["tensorboard"] = True
         fixed = [k for k in overrides if k not in RESUME_FIELDS]
         if fixed:
             parser.error(f"--resume keeps the run's state, so --set {fixed[0]} cannot change; "
@@ -337,6 +366,16 @@ def cli_main(argv, script, hooks=None):
         if args.print_config:
             print(_resumed_settings(args.resume, overrides, parser), end="")
             return 0
+        total = _recorded_total(args.resume)
+        if args.updates is not None and total is not None and args.updates < total:
+            parser.error(f"--updates {args.updates}: the run in {args.resume} has {total:,} "
+                         f"updates; with --resume, --updates only extends a run")
+        done = finished_update(args.resume)
+        if done is not None and (args.updates is None or args.updates == done):
+            print(f"{prog}: {args.resume} finished at update {done:,} (its report.md is "
+                  f"written); nothing to do. For more updates: --resume {args.resume} "
+                  f"--updates N", file=sys.stderr)
+            return 0
     elif args.preset is None and not args.quick and args.config is None:
         parser.error("choose an experiment: --preset NAME (listed by --help), --quick, "
                      "--config FILE or --resume RUN_DIR")
@@ -345,6 +384,9 @@ def cli_main(argv, script, hooks=None):
         if args.print_config:
             print(dump_settings(config, _header(script, argv)), end="")
             return 0
+        if config.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+            parser.error("--tensorboard needs tensorboardX: pip install -e .[tensorboard] (or "
+                         "pip install tensorboardX)")
         out = Path(args.out or Path("runs") / f"{config.name}-{datetime.now():%Y%m%d-%H%M%S}")
         try:
             if check_out(out):   # run() creates it again; nothing is left behind on errors
@@ -391,12 +433,13 @@ def cli_main(argv, script, hooks=None):
             backend.set_matmul_precision(precision)
         if args.resume is not None:
             report = train.resume(args.resume, quiet=args.quiet, hooks=hooks,
-                                  overrides=overrides)
+                                  overrides=overrides, argv=command, updates=args.updates)
         else:
-            report = train.run(config, out, data_dir=args.data_dir, quiet=args.quiet, hooks=hooks)
-    except Interrupted as exc:
+            report = train.run(config, out, data_dir=args.data_dir, quiet=args.quiet, hooks=hooks,
+                               argv=command)
+    except Interrupted as exc:     # Ctrl-C: 130; a signal that saved first: 128 + its number
         print(f"{prog}: {exc}", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", 2)
     except TrainingError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return getattr(exc, "status", 1)     # 2: refused before anything was done

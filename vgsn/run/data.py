@@ -43,18 +43,23 @@ def load_data(config, data_dir=None):
         # Broken data is never papered over by a stand-in: the user must know (a bad
         # input, exit status 2, as a bad argument).
         raise BadInput(str(first)) from None
+    tried = []
     for alt in fallbacks:
         try:
             data = load_dataset(alt, data_dir)
-        except DatasetError:
+        except DatasetError as exc:
+            file, _, why = str(exc).split(". ")[0].partition(": ")
+            tried.append(f"{alt} ({file.rsplit('/', 1)[-1]}: {why})" if why else alt)
             continue
-        return data, f"{name} not found in {resolve_data_dir(data_dir)}"
+        return data, f"{name} not found in {resolve_data_dir(data_dir)}, so the stand-in {alt}"
     if name == "tfd":
+        where = resolve_data_dir(data_dir)
+        stand_ins = (f"; the stand-ins this preset uses instead are missing too: "
+                     f"{', '.join(tried)}" if tried else "")
         raise TrainingError(
-            f"{str(first).split('. Fix')[0]}. TFD is not public: if you have it, point --data-dir "
-            f"at the folder holding TFD_48x48.mat; otherwise run on a public face stand-in: "
-            f"--dataset olivetti (olivettifaces.mat) or --dataset frey (frey_rawface.mat), "
-            f"see data/README.md") from None
+            f"{where / 'TFD_48x48.mat'}: not found (TFD is not public: point --data-dir at your "
+            f"copy){stand_ins}. Fix: put olivettifaces.mat or frey_rawface.mat in {where} and "
+            f"run --dataset olivetti or --dataset frey (see data/README.md)") from None
     raise TrainingError(str(first)) from None
 
 

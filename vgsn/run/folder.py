@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -34,12 +35,14 @@ import numpy as np
 from tqdm import tqdm
 
 from vgsn.run import presets as P
+from vgsn.run.settings import MAX_UPDATES
 from vgsn.run.config import apply_overrides
 from vgsn.run.checkpoints import CheckpointError, load_run_checkpoint
 
 __all__ = ["TrainingError", "BadInput", "Diverged", "Interrupted", "WriteFailed", "EVAL_COLUMNS", "BRANCHES",
            "RESUME_FIELDS",
-           "is_metrics_file", "Metrics", "RunLog", "Progress", "check_out", "rewind", "write_timing", "write_report",
+           "is_metrics_file", "Metrics", "RunLog", "Progress", "check_out", "finished_update",
+           "extended", "rewind", "write_timing", "write_report",
            "open_checkpoint", "resume_config", "check_metrics", "check_pretrained"]
 
 
@@ -102,10 +105,11 @@ def _plain(value):
 
 #: The settings ``--resume`` may change (``--set FIELD=VALUE``): schedules and step
 #: sizes, never a shape, a seed or what the run writes, so the checkpoint's state
-#: still fits. Lowering a learning rate is what helps after a divergence.
+#: still fits (and ``tensorboard``, which only adds event files). Lowering a learning
+#: rate is what helps after a divergence.
 RESUME_FIELDS = ("pretrain_lr", "pretrain_warmup", "pretrain_lr_decay", "pretrain_lr_decay_every",
                  "lr_gen", "lr_guide", "chain_warmup", "chain_lr_decay", "chain_lr_decay_every",
-                 "pretrain_l2", "chain_l2", "max_norm", "checkpoint_every")
+                 "pretrain_l2", "chain_l2", "max_norm", "checkpoint_every", "tensorboard")
 
 #: The branches a run trains (``train_<branch>.csv``); ``vgsn.run.train`` names them so.
 BRANCHES = ("pretrain", "guided", "vae")
@@ -131,6 +135,7 @@ class Metrics:
     def __init__(self, folder):
         self.folder = Path(folder)
         self.rows = []
+        self.sinks = []      # callables given every row written (``--tensorboard``)
 
     def files(self):
         """The run's metrics files present in the folder."""
@@ -210,6 +215,8 @@ class Metrics:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
         with open(path, "a") as f:
             f.write(buf.getvalue())
+        for sink in self.sinks:
+            sink(row)
 
     def select(self, *kinds):
         return [r for r in self.rows if r["kind"] in kinds]
@@ -275,22 +282,50 @@ class RunLog:
 class Progress:
     """The progress display of a run: a tqdm bar on a terminal, else a plain line
     (rate, ETA, running costs) every ``every`` updates through ``log``. Display
-    only: nothing here is saved."""
+    only: nothing here is saved.
+
+    The ETA is steady: it averages over every update so far in this process (from the
+    first one on, so compiling is left out). An interval over ``SLOW`` times the
+    phase's mean is an update plus an evaluation (or snapshot, checkpoint): the mean
+    goes into the phase's seconds per update, the rest into the seconds of those
+    extras per update of the whole run, which every update left is charged. The chain
+    phase, before it starts, costs pre-training's rate times ``CHAIN_FACTOR``.
+    ``pretrain_end``: the update where the chain phase begins.
+    """
 
     COSTS = ("cost", "gen_cost", "nll", "kl", "guide_loss", "guide_acc")
+    #: A guided update's cost over a pre-training update's, before one is measured
+    #: (the chain's 6 steps and the guide; measured 3 to 4 on the tiny and demo runs).
+    CHAIN_FACTOR = 3.5
+    SLOW = 3.0
 
-    def __init__(self, log, total, initial, every, desc):
+    def __init__(self, log, total, initial, every, desc, pretrain_end=None):
         self.log, self.total, self.every = log, int(total), max(1, int(every))
+        self.pretrain_end = self.total if pretrain_end is None else int(pretrain_end)
         self.bar = tqdm(total=total, initial=initial, unit="upd", file=sys.stderr,
                         disable=log.quiet or not _interactive(), dynamic_ncols=True,
-                        smoothing=0.05, desc=desc)
+                        smoothing=0, desc=desc)
         log.bar = self.bar
         self.running = {}
         self.postfix = {}
         self.t_line, self.u_line = time.time(), int(initial)
+        self.t_tick = None
+        self.spent = {"pretrain": [0.0, 0], "fork": [0.0, 0]}   # phase -> [seconds, updates]
+        self.extra = 0.0          # seconds of evaluations etc. beyond the updates' own
 
     def tick(self, update, phase, results, refresh_every):
         """Update ``update`` (1-based count) of ``phase`` is done with ``results``."""
+        now = time.time()
+        if self.t_tick is not None:      # since the last tick: this step and what came after
+            spent = self.spent["pretrain" if phase == "pretrain" else "fork"]
+            dt = now - self.t_tick
+            mean = spent[0] / spent[1] if spent[1] else None
+            if mean is not None and dt > self.SLOW * mean:
+                self.extra += dt - mean
+                dt = mean
+            spent[0] += dt
+            spent[1] += 1
+        self.t_tick = now
         self.bar.update(1)
         self.postfix = {}
         # A moving average over about the last 20 updates.
@@ -305,6 +340,22 @@ class Progress:
             self.bar.set_description(phase)
             self.bar.set_postfix(self.postfix, refresh=False)
 
+    def eta(self, update):
+        """Seconds left after ``update`` updates (None before two updates are timed)."""
+        (pre_s, pre_n), (fork_s, fork_n) = self.spent["pretrain"], self.spent["fork"]
+        if pre_n + fork_n == 0:
+            return None
+        pre_rate = pre_s / pre_n if pre_n else None
+        fork_rate = fork_s / fork_n if fork_n else None
+        if pre_rate is None:
+            pre_rate = fork_rate / self.CHAIN_FACTOR
+        if fork_rate is None:
+            fork_rate = pre_rate * self.CHAIN_FACTOR
+        left_pre = max(0, self.pretrain_end - update)
+        left_fork = max(0, self.total - max(update, self.pretrain_end))
+        overhead = self.extra / (pre_n + fork_n)
+        return left_pre * (pre_rate + overhead) + left_fork * (fork_rate + overhead)
+
     def line(self, update, phase):
         """Without a bar: a plain progress line every ``every`` updates and at the end."""
         if not self.bar.disable or self.log.quiet:
@@ -313,10 +364,10 @@ class Progress:
             return
         t = time.time()
         rate = (update - self.u_line) / max(t - self.t_line, 1e-9)
-        eta = (self.total - update) / max(rate, 1e-9)
+        eta = self.eta(update)
         costs = ", ".join(f"{k} {v}" for k, v in self.postfix.items())
         self.log.say(f"update {update:,}/{self.total:,} ({phase}) {rate:.1f} upd/s, "
-                     f"ETA {_hms(eta)}; {costs}")
+                     f"ETA {'?' if eta is None else _hms(eta)}; {costs}")
         self.t_line, self.u_line = t, update
 
     def close(self):
@@ -349,6 +400,42 @@ def check_out(out):
     except OSError as exc:
         raise TrainingError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     return created
+
+
+def finished_update(run_dir):
+    """The last update of a finished run in ``run_dir`` (its ``config.json``'s total,
+    a final evaluation row there in ``metrics.jsonl`` and ``report.md`` written), else
+    None. Reads only; a folder it cannot read is not finished."""
+    run_dir = Path(run_dir)
+    try:
+        stored = json.loads((run_dir / "config.json").read_text())
+        total = int(stored["pretrain_updates"]) + int(stored["chain_updates"])
+        if not (run_dir / "report.md").is_file():
+            return None
+        with open(run_dir / "metrics.jsonl") as f:
+            for line in f:
+                if '"final"' in line:
+                    row = json.loads(line)
+                    if row.get("kind") == "final" and int(row.get("update", -1)) == total:
+                        return total
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return None
+
+
+def extended(config, updates, done):
+    """``config`` lengthened to ``updates`` in all (``--resume DIR --updates N``): the
+    chain phase grows (pre-training, when the run has no chain phase); one-line
+    ``TrainingError`` when ``updates`` is fewer than the run's own."""
+    total = config.total_updates
+    if updates < total:
+        raise TrainingError(f"--updates {updates:,}: the run has {total:,} updates (done "
+                            f"{done:,}); --resume --updates only extends a run")
+    if updates > MAX_UPDATES:
+        raise TrainingError(f"--updates must be at most {MAX_UPDATES:,}, got {updates:,}")
+    if int(config.chain_updates) > 0:
+        return replace(config, chain_updates=updates - int(config.pretrain_updates))
+    return replace(config, pretrain_updates=updates)
 
 
 def write_timing(out, timing):

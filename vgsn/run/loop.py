@@ -45,6 +45,8 @@ from vgsn.run.folder import (Diverged, Interrupted, Metrics, Progress, RunLog, W
                              rewind, write_timing)
 from vgsn.run.report import write_report
 from vgsn.run.schedules import lr_at, vae_hyper_at
+from vgsn.run.signals import StopSignals, Stopped
+from vgsn.run.tracking import TensorBoard
 
 __all__ = ["Hooks", "Run"]
 
@@ -89,10 +91,13 @@ class Run:
     quiet : bool
         No progress bar and no messages (errors still raise).
     hooks : Hooks, optional
+    restoring : bool
+        A checkpoint fills the models next (:meth:`restore`): they are built without
+        the orthogonal init's SVDs, which it would overwrite.
     """
 
     def __init__(self, config, out, data, data_note=None, data_dir=None, quiet=False,
-                 hooks=None):
+                 hooks=None, restoring=False):
         self.config = c = config.validate()
         self.out = Path(out)
         self.data, self.data_note, self.data_dir = data, data_note, data_dir
@@ -103,7 +108,8 @@ class Run:
         self.log = RunLog(self.out, quiet)
         # vae_hyper_at's momentum (a scheduled one) replaces model_args' starting value.
         self.model = OneStageModel(data.n_pixels, x_mean=data.train.mean(axis=0),
-                                   **{**P.model_args(c), **vae_hyper_at(c, 0)})
+                                   **{**P.model_args(c), **vae_hyper_at(c, 0)},
+                                   init_weights=not restoring)
         self.loop = None   # the guided chain after the fork
         self.vae = None    # the 1-step VAE branch after the fork (vae_branch)
         self.data_rng = np.random.default_rng([c.seed, 2])
@@ -143,9 +149,10 @@ class Run:
             out.append(("vae", self.vae))
         return out
 
-    def fork(self):
+    def fork(self, init_weights=True):
         """The paper's fork: the pre-trained model goes into the guided chain and,
-        with ``vae_branch``, a copy continues as the 1-step VAE."""
+        with ``vae_branch``, a copy continues as the 1-step VAE (``init_weights``
+        False: the guide without its SVD init, for :meth:`restore`)."""
         c = self.config
         t0 = time.time()
         if P.rebuilt_at_fork(c):
@@ -154,7 +161,7 @@ class Run:
             # weights (a Gaussian's shared log-variance, absent before, starts at 0).
             hyper = {k: v for k, v in self.model.hyper.values().items() if k != "momentum"}
             new = OneStageModel(self.data.n_pixels, x_mean=self.data.train.mean(axis=0),
-                                **P.chain_model_args(c), **hyper)
+                                **P.chain_model_args(c), **hyper, init_weights=init_weights)
             new.set_state({p.name: p.get_value() for p in self.model.params}, strict=False)
             new.compile(("train_step",))
             self.model = new
@@ -162,7 +169,7 @@ class Run:
             self.vae = self.model.fork(momentum_scheduled=c.momentum_scheduled)
             self.vae.compile(("train_step",))
         guide = MaxoutGuide(self.model.x_dim, np.random.default_rng([P.loop_seed(c), 2]),
-                            **P.guide_args(c))
+                            **P.guide_args(c), init_weights=init_weights)
         self.loop = VCGLoop(self.model, guide, **P.loop_args(c))
         self.loop.compile(("train_step",))
         self.timing["compile_s"] += time.time() - t0
@@ -231,12 +238,15 @@ class Run:
         return f"Last good checkpoint: {path} (update {u}); resume with --resume {self.out}"
 
     def _accumulate(self, results):
+        # Rebuilt in the result's key order: a checkpoint's copy comes back with its
+        # keys sorted, and the order is the order of the metrics files' columns.
         for name, result in results.items():
-            acc = self.acc.setdefault(name, {"n": 0})
-            acc["n"] += 1
+            old = self.acc.get(name, {"n": 0})
+            acc = {"n": old["n"] + 1}
             for k, v in result.items():
                 if isinstance(v, (float, np.floating)):
-                    acc[k] = acc.get(k, 0.0) + float(v)
+                    acc[k] = old.get(k, 0.0) + float(v)
+            self.acc[name] = acc
 
     def _write_train_rows(self):
         u = self.update
@@ -363,7 +373,7 @@ class Run:
         # Compile first: the momentum velocities exist once train_step is built.
         self.model.compile(("train_step",))
         if meta["forked"]:
-            self.fork()
+            self.fork(init_weights=False)
         for prefix, obj in self._parts().items():
             obj.set_state({k.split("/", 1)[1]: v for k, v in arrays.items()
                            if k.startswith(prefix + "/")})
@@ -416,11 +426,16 @@ class Run:
         if self.update == 0 and getattr(self.data, "note", ""):
             self.say(f"data: {self.data.note}")
         progress = Progress(self.log, self.total, self.update, max(c.log_every, self.total // 20),
-                            self.phase_at(self.update))
+                            self.phase_at(self.update), pretrain_end=self.pretrain_end)
+        tb = None
         t0 = time.time()
-        self.model.compile(("train_step",))
-        self.timing["compile_s"] += time.time() - t0
+        stop = StopSignals().__enter__()   # SIGTERM / SIGINT / SIGUSR1: save, then stop
         try:
+            if c.tensorboard:      # events after the checkpoint (if resumed) are dropped
+                tb = TensorBoard(self.out, purge_step=self.update)
+                self.metrics.sinks.append(tb.row)
+            self.model.compile(("train_step",))
+            self.timing["compile_s"] += time.time() - t0
             while True:
                 if self.loop is None and self.update >= self.pretrain_end and c.chain_updates:
                     if self.pretrain_end:
@@ -440,15 +455,42 @@ class Run:
                 self.after_update()
                 self.hooks.after_update(self)
                 progress.line(self.update, phase)
+                if tb is not None and c.figures and self.update % max(1, c.log_every) == 0:
+                    tb.figures(self.update)
+                if stop.received:
+                    self._stop_saved(stop)
+            stop.immediate = True      # the final evaluation: the checkpoint is written
+            progress.close()
+            self.evaluate(final=True)
+            if tb is not None:
+                tb.figures(self.update)
+            write_timing(self.out, self.timing)
+            path = write_report(self.out, c, self.data, self.data_note, self.metrics,
+                                self.timing, self.sets.counts(), self.update,
+                                backend.describe(), sigmas=self.sets.sigmas,
+                                paper_sigmas=self.sets.paper_sigmas)
         except KeyboardInterrupt:
             raise Interrupted(f"interrupted at update {self.update:,}; "
                               f"{self._last_good()}") from None
+        except Stopped as exc:
+            if str(exc).startswith("stopped by"):
+                raise
+            raise Stopped(f"stopped by {stop.name or str(exc)} at update {self.update:,}; "
+                          f"{self._last_good()}", exc.signum) from None
         finally:
+            stop.__exit__(None, None, None)
             progress.close()
-        self.evaluate(final=True)
-        write_timing(self.out, self.timing)
-        path = write_report(self.out, c, self.data, self.data_note, self.metrics, self.timing,
-                            self.sets.counts(), self.update, backend.describe(),
-                            sigmas=self.sets.sigmas, paper_sigmas=self.sets.paper_sigmas)
+            if tb is not None:
+                self.metrics.sinks.remove(tb.row)
+                tb.close()
         self.say(f"report: {path}")
         return path
+
+    def _stop_saved(self, stop):
+        """A stop signal came: checkpoint this update (unless just written), then stop."""
+        if self.last_checkpoint is None or self.last_checkpoint[1] != self.update:
+            self.checkpoint()
+        self.say(f"update {self.update:,}: {stop.name} received; checkpoint saved")
+        raise Stopped(f"stopped by {stop.name} at update {self.update:,}; checkpoint saved "
+                      f"({self.out / 'checkpoint.h5'}); continue with --resume {self.out}",
+                      stop.received)

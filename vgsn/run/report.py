@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from vgsn.run import presets as P
+from vgsn.run import provenance
 
 __all__ = ["write_report", "FIGURE_TITLES", "results_lines", "chain_score_lines"]
 
@@ -255,6 +256,7 @@ def write_report(out, config, data, data_note, metrics, timing, eval_rows, updat
         lines += ["## Figures", ""]
         for f in figs:
             lines += [f"### {_figure_title(f.stem)}", "", f"![{f.stem}](figures/{f.name})", ""]
+    lines += [""] + provenance.report_lines(out)
     lines += ["", "## Settings", "", "| field | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in c.to_dict().items() if k not in ("summary",)]
     lines += ["", f"Metrics: `metrics.jsonl`, `train_*.csv`, `eval.csv`; per-step chain scores: "

@@ -198,6 +198,10 @@ class Preset:
         fork and at the end).
     figures : bool
         Write the PNG figures (tests switch them off to save time).
+    tensorboard : bool
+        Also write every metrics row and the figures as TensorBoard events into the
+        run folder as the run goes (``--tensorboard``; needs tensorboardX, the optional
+        extra ``[tensorboard]``). Changes no number.
     seed : int
         Seeds the model (``seed``), the data order, the loop and guide (``seed + 2``)
         and every evaluation.
@@ -303,6 +307,7 @@ class Preset:
     checkpoint_every: int = 5_000
     log_every: int = 100
     figures: bool = True
+    tensorboard: bool = False
     seed: int = 1234
 
     @property

@@ -5,15 +5,17 @@ folder ``out``; ``resume(out)`` continues a stopped run exactly where its last
 checkpoint left it; ``load_models(out)`` gives a run's trained models (and guide).
 """
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 from vgsn import backend
 from vgsn.run import presets as P
+from vgsn.run import provenance
 from vgsn.run.data import data_digest, load_data
 from vgsn.data.datasets import resolve_data_dir
 from vgsn.run.folder import (BadInput, TrainingError, WriteFailed, check_metrics, check_out,
-                             check_pretrained, open_checkpoint, resume_config)
+                             check_pretrained, extended, open_checkpoint, resume_config)
 from vgsn.run.checkpoints import CheckpointError
 from vgsn.run.lock import folder_lock
 from vgsn.run.loop import Run
@@ -23,8 +25,16 @@ __all__ = ["run", "resume", "load_models"]
 
 
 
-def run(config, out, data_dir=None, quiet=False, hooks=None):
+def _argv(argv):
+    """The command line to record: ``argv`` (the caller's, program first) or this
+    process's."""
+    return list(argv) if argv is not None else [*sys.argv]
+
+
+def run(config, out, data_dir=None, quiet=False, hooks=None, argv=None):
     """Run the experiment ``config`` in the folder ``out``; returns the report's path.
+    ``argv`` (program first; default ``sys.argv``) is recorded in ``provenance.json``
+    with the code's version and the machine.
 
     Raises
     ------
@@ -61,6 +71,8 @@ def _run(config, out, data_dir, quiet, hooks):
     try:
         with open(out / "config.json", "w") as f:      # + the back-end (cli's --resume reads it)
             json.dump(run_config(config), f, indent=1)
+        provenance.record(out, provenance.entry(
+            _argv(argv), backend.describe(), provenance.changed_from_preset(config, P.PRESETS)))
         r = Run(config, out, data, note, data_dir, quiet, hooks)
         r.say(f"preset {config.name}: {config.pretrain_updates:,} pre-training + "
               f"{config.chain_updates:,} chain updates -> {out}")
@@ -77,7 +89,7 @@ def run_config(config):
     return {**config.to_dict(), "backend": backend.MODE, **backend.numerics()}
 
 
-def resume(run_dir, quiet=False, hooks=None, overrides=None):
+def resume(run_dir, quiet=False, hooks=None, overrides=None, argv=None, updates=None):
     """Continue the run in ``run_dir`` from its checkpoint, exactly as if it had
     never stopped; returns the report's path. A finished run is evaluated and
     reported again.
@@ -88,7 +100,9 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None):
     refusal is one line. ``overrides`` ({field: value}, only
     ``runfiles.RESUME_FIELDS``: learning-rate schedules, L2, clipping, checkpoint
     interval) change the run from here on: said in ``log.txt``, recorded in the
-    checkpoint (``overrides``) and in its config.
+    checkpoint (``overrides``) and in its config. ``updates`` (``--updates N``) extends
+    the run to N updates in all (the chain phase grows; ``folder.extended``), recorded
+    the same way; a finished run so extended drops its final evaluation rows and goes on.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -108,6 +122,8 @@ def _resume(run_dir, quiet, hooks, overrides):
                             f"folder?)")
     arrays, meta = open_checkpoint(ckpt, "cannot resume: ")
     config, before = resume_config(meta, overrides, ckpt)
+    if updates is not None:
+        config = extended(config, int(updates), int(meta["update"])).validate()
     try:            # the same route as the fresh run (its config names the data it used)
         data, _ = load_data(config, meta.get("data_dir"))
     except TrainingError as exc:
@@ -128,7 +144,8 @@ def _resume(run_dir, quiet, hooks, overrides):
     check_metrics(run_dir, meta, ckpt)
     # Everything is checked: from here on the folder changes.
     try:
-        r = Run(config, run_dir, data, meta.get("data_note"), meta.get("data_dir"), quiet, hooks)
+        r = Run(config, run_dir, data, meta.get("data_note"), meta.get("data_dir"), quiet, hooks,
+                restoring=True)
         r._data_digest = recorded
         try:
             r.restore(arrays, meta)   # sets every array (all checked first), then rewinds
@@ -148,11 +165,23 @@ def _resume(run_dir, quiet, hooks, overrides):
                   f"{backend.MODE}: from here on it matches an uninterrupted run to float32 "
                   f"rounding, not bit for bit")
         changed = {k: v for k, v in (overrides or {}).items() if getattr(before, k) != v}
+        longer = {k: getattr(config, k) for k in ("pretrain_updates", "chain_updates")
+                  if getattr(config, k) != getattr(before, k)}
+        provenance.record(run_dir, provenance.entry(
+            _argv(argv), backend.describe(), {k: f"{getattr(before, k)!r} -> {v!r}"
+                                              for k, v in {**changed, **longer}.items()},
+            update=r.update, what="resume"))
         for k, v in changed.items():
             r.overrides.append({"update": r.update, "field": k, "old": getattr(before, k),
                                 "new": v})
             r.say(f"update {r.update:,}: --set {k}={v} on resume (was {getattr(before, k)}); "
                   f"from here on this run differs from an uninterrupted one")
+        for k, v in longer.items():
+            r.overrides.append({"update": r.update, "field": k, "old": getattr(before, k),
+                                "new": v})
+            r.say(f"update {r.update:,}: extended to {config.total_updates:,} updates "
+                  f"(--updates {config.total_updates}: {k} {getattr(before, k):,} -> {v:,})")
+        changed.update(longer)
         if changed:   # the override survives another stop: it is in the checkpoint now
             with open(run_dir / "config.json", "w") as f:
                 json.dump(run_config(config), f, indent=1)
@@ -192,7 +221,8 @@ def load_models(path):
         if not mine:
             continue
         try:
-            m = OneStageModel(mine["q.h0.W"].shape[0], **args)
+            m = OneStageModel(mine["q.h0.W"].shape[0], **args,
+                              init_weights=False)   # filled next
             m.set_state(mine)
         except (KeyError, ValueError) as exc:
             raise CheckpointError(f"{path}: {prefix}/{exc.args[0] if exc.args else exc}: the "

@@ -104,25 +104,51 @@ def run_point(job):
         log.write(f"# {datetime.now().isoformat(timespec='seconds')}: python "
                   f"{shlex.join(argv)}\n")
         log.flush()
-        rc = subprocess.call([job["python"]] + argv, cwd=job["repo"], env=job_env(job),
-                             stdout=log, stderr=subprocess.STDOUT,
-                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    return {"folder": d.name, "returncode": rc, "status": point_status(d)}
+        proc = subprocess.Popen([job["python"]] + argv, cwd=job["repo"], env=job_env(job),
+                                stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        _RUNNING[str(d)] = proc
+        try:
+            # poll, not wait(): a signal handler of this process (submitit's, calling
+            # PointJob.checkpoint) may then wait for the run itself
+            while proc.poll() is None:
+                time.sleep(0.2)
+        finally:
+            _RUNNING.pop(str(d), None)
+    return {"folder": d.name, "returncode": proc.returncode, "status": point_status(d)}
+
+
+#: run folder -> the run's process, while ``run_point`` waits for it
+_RUNNING = {}
+
+#: Seconds ``PointJob.checkpoint`` waits for the run to save and stop (Slurm's
+#: ``--signal=USR1@90``, submitit's default, leaves 90 s before the kill).
+STOP_WAIT_S = 75
 
 
 class PointJob:
     """The submitit job: runs one point; when Slurm preempts it or its time runs out,
-    ``checkpoint`` asks submitit to requeue the same call, which continues from the
-    run's checkpoint (``job_argv`` sees checkpoint.h5)."""
+    submitit (on SIGUSR1) calls ``checkpoint``, which passes SIGUSR1 on to the run (it
+    saves a checkpoint at its next update and stops), waits for it, and asks submitit
+    to requeue the same call, which continues from that checkpoint (``job_argv`` sees
+    checkpoint.h5)."""
 
     def __call__(self, job):
         result = run_point(job)
-        if result["returncode"] < 0 or result["returncode"] == 143:   # killed by a signal
-            raise RuntimeError(f"{job['dir']}: the run was killed (status "
+        # killed by a signal, or stopped by one after saving (128 + SIGTERM / SIGUSR1)
+        if result["returncode"] < 0 or result["returncode"] in (143, 138):
+            raise RuntimeError(f"{job['dir']}: the run was stopped by a signal (status "
                                f"{result['returncode']}); --resume continues it")
         return result
 
     def checkpoint(self, job):
+        proc = _RUNNING.get(str(Path(job["dir"])))
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+            try:
+                proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass          # requeued all the same: it resumes from its last checkpoint
         import submitit
         return submitit.helpers.DelayedSubmission(self, job)
 
