@@ -49,7 +49,7 @@ def run(config, out, data_dir=None, quiet=False, hooks=None, argv=None):
         with folder_lock(out, "--out"):
             # Again under the lock: another process may have begun a run here meanwhile.
             check_out(out)
-            return _run(config, out, data_dir, quiet, hooks)
+            return _run(config, out, data_dir, quiet, hooks, argv)
     except TrainingError:
         if created:       # a folder this call made goes again if nothing was written
             try:
@@ -59,7 +59,7 @@ def run(config, out, data_dir=None, quiet=False, hooks=None, argv=None):
         raise
 
 
-def _run(config, out, data_dir, quiet, hooks):
+def _run(config, out, data_dir, quiet, hooks, argv=None):
     data, note = load_data(config, data_dir)
     empty = [part for part in ("train", "valid", "test") if not len(getattr(data, part))]
     if empty:   # found now, not after hours of training when the evaluation needs them
@@ -108,10 +108,10 @@ def resume(run_dir, quiet=False, hooks=None, overrides=None, argv=None, updates=
     if not run_dir.is_dir():
         raise TrainingError(f"--resume {run_dir}: no such run folder")
     with folder_lock(run_dir, "--resume"):
-        return _resume(run_dir, quiet, hooks, overrides)
+        return _resume(run_dir, quiet, hooks, overrides, argv, updates)
 
 
-def _resume(run_dir, quiet, hooks, overrides):
+def _resume(run_dir, quiet, hooks, overrides, argv=None, updates=None):
     ckpt = run_dir / "checkpoint.h5"
     if not ckpt.exists():
         if (run_dir / "metrics.jsonl").exists() or (run_dir / "config.json").exists():
