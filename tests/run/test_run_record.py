@@ -16,6 +16,7 @@ from vgsn.run import cli
 from vgsn.run import folder as runfiles
 from vgsn.run import loop
 from vgsn.run import presets as P
+from vgsn.run import progress
 from vgsn.run import provenance
 from vgsn.run import train
 from vgsn.run.checkpoints import load_run_checkpoint
@@ -237,7 +238,7 @@ def test_the_eta_is_steady_and_counts_evaluations(monkeypatch):
     update), and once the
     chain is timed the ETA is off by under 15% of the chain phase's time."""
     clock = [0.0]
-    monkeypatch.setattr(runfiles.time, "time", lambda: clock[0])
+    monkeypatch.setattr(progress.time, "time", lambda: clock[0])
     log = runfiles.RunLog.__new__(runfiles.RunLog)
     log.quiet, log.bar = True, None
     p = runfiles.Progress(log, 100, 0, 10, "pretrain", pretrain_end=50)
