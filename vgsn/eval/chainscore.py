@@ -14,7 +14,15 @@ start):
   previous step's; ``S + 1`` when the chain never switches);
 - **sample quality without Parzen** ``frechet[t]``: the Frechet distance between
   Gaussian fits of the classifier's last hidden features of ``{x_t}`` and of the test
-  set (an MNIST analogue of FID, Heusel et al. 2017).
+  set (an MNIST analogue of FID, Heusel et al. 2017);
+- **diversity that a collapse cannot pass** ``class_tv[t]``: the total variation
+  distance between the predicted-class histogram of ``{x_t}`` and the test images'
+  (0 = the data's class mix, 1 = none of its classes); ``digit_score[t]``: the
+  inception-style score exp(mean_i KL(p(y|x_i) || p(y))) (Salimans et al. 2016): 10 for
+  ten equally frequent, confidently classified digits, 1 when every state is the same
+  digit or no state is classified confidently; ``top_class_frac[t]``: the share of the
+  most frequent class. Chains that all fall onto one easy digit are confident (a high
+  ``confidence``) but fail these three.
 
 For faces (no digit labels) the features are the projections onto the leading principal
 components of the training faces, and the keys say so (``frechet_pca``); there is no
@@ -40,6 +48,7 @@ from vgsn.eval.classifier import load_or_train
 __all__ = [
     'PCAScorer', 'scorer_for', 'gaussian_stats', 'frechet_distance',
     'frechet_from_features', 'Reference', 'reference', 'sample_scores', 'chain_scores',
+    'digit_score', 'class_tv',
 ]
 
 
@@ -189,9 +198,10 @@ class Reference:
             F, P = scorer.features_and_proba(X_test)
             self.confidence = float(P.max(axis=1).mean())
             self.class_freq = np.bincount(P.argmax(axis=1), minlength=P.shape[1]) / len(P)
+            self.digit_score = digit_score(P)
         else:
             F = scorer.features(X_test)
-            self.confidence, self.class_freq = None, None
+            self.confidence, self.class_freq, self.digit_score = None, None, None
         self.mu, cov = gaussian_stats(F)
         self.eps = eps
         self.cov = _ridge(cov, eps)
@@ -205,6 +215,24 @@ class Reference:
         d = (np.sum((mu - self.mu) ** 2) + np.trace(cov) + np.trace(self.cov)
              - 2.0 * _trace_sqrt_product(self.sqrt_cov, cov))
         return max(float(d), 0.0)
+
+
+def digit_score(P):
+    """exp(mean_i KL(P_i || mean_i P_i)) of (rows, classes) class probabilities: the
+    inception score with a digit classifier. Between 1 (every row the same distribution)
+    and the number of classes (confident rows spread evenly over the classes)."""
+    P = np.clip(np.asarray(P, np.float64), 1e-12, 1.0)
+    P = P / P.sum(axis=1, keepdims=True)
+    marginal = P.mean(axis=0)
+    kl = np.sum(P * (np.log(P) - np.log(marginal)), axis=1)
+    return float(np.exp(kl.mean()))
+
+
+def class_tv(freq, ref_freq):
+    """Total variation distance 0.5 * sum_c |freq_c - ref_freq_c| between two class
+    histograms (each sums to 1): 0 for the same mix, 1 for disjoint classes."""
+    freq, ref_freq = np.asarray(freq, np.float64), np.asarray(ref_freq, np.float64)
+    return float(0.5 * np.abs(freq - ref_freq).sum())
 
 
 def reference(scorer, X_test, eps=1e-6):
@@ -228,8 +256,10 @@ def sample_scores(scorer, X, X_test):
     out = {'rows': len(X)}
     if scorer.has_classes:
         F, P = scorer.features_and_proba(X)
+        freq = np.bincount(P.argmax(axis=1), minlength=P.shape[1]) / len(P)
         out.update(confidence=float(P.max(axis=1).mean()), confidence_test=ref.confidence,
-                   class_freq=np.bincount(P.argmax(axis=1), minlength=P.shape[1]) / len(P))
+                   class_freq=freq, class_tv=class_tv(freq, ref.class_freq),
+                   digit_score=digit_score(P), top_class_frac=float(freq.max()))
     else:
         F = scorer.features(X)
     out[scorer.frechet_key] = ref.frechet(F)
@@ -253,13 +283,20 @@ def chain_scores(scorer, states, X_test):
         ``frechet_key`` ('frechet' for the classifier, 'frechet_pca' for faces).
         Classifier only: 'confidence'; 'switch_rate' (NaN at t = 0, which has no
         previous step); 'class_freq' (S+1, n_classes) predicted-class frequencies;
-        'classes' (S+1, N) predicted classes. Per chain, classifier only:
+        'classes' (S+1, N) predicted classes; 'class_tv' (distance of the class
+        histogram to the test images'), 'digit_score', 'top_class' and 'top_class_frac'
+        (the most frequent class and its share). Per chain, classifier only:
         'classes_visited' (N,) distinct classes over steps 0..S; 'first_switch' (N,)
         first t >= 1 whose class differs from step t-1's, S+1 when none.
         Summary floats: 'confidence_test', 'confidence_final', 'switch_rate_mean'
         (over steps 1..S), 'classes_visited_mean', 'never_switched' (fraction of
         chains), '<frechet_key>_start', '<frechet_key>_final', '<frechet_key>_mean'
-        (over steps 1..S), 'chains', 'steps'.
+        (over steps 1..S), 'chains', 'steps'; classifier only: 'class_tv_final',
+        'class_tv_mean', 'digit_score_final', 'digit_score_mean' (over steps 1..S),
+        'digit_score_test', 'top_class_final', 'top_class_frac_final',
+        'confidence_outside_top_final' (mean confidence of the final states not in the
+        top class; NaN when there are none) and 'confidence_by_class' (n_classes,) the
+        final states' mean confidence per predicted class (NaN for an absent class).
         ``frechet[0]`` is the floor at this N when the chains start from test images.
     """
     states = np.asarray(states, np.float32)
@@ -271,7 +308,7 @@ def chain_scores(scorer, states, X_test):
     out = {'step': np.arange(n_steps + 1), key: np.zeros(n_steps + 1), 'chains': n,
            'steps': n_steps}
     if scorer.has_classes:
-        conf = np.zeros(n_steps + 1)
+        conf, tv, ds = np.zeros(n_steps + 1), np.zeros(n_steps + 1), np.zeros(n_steps + 1)
         classes = np.zeros((n_steps + 1, n), np.int64)
         freq = np.zeros((n_steps + 1, scorer.n_classes))
     for t in range(n_steps + 1):
@@ -280,6 +317,10 @@ def chain_scores(scorer, states, X_test):
             conf[t] = P.max(axis=1).mean()
             classes[t] = P.argmax(axis=1)
             freq[t] = np.bincount(classes[t], minlength=scorer.n_classes) / n
+            tv[t] = class_tv(freq[t], ref.class_freq)
+            ds[t] = digit_score(P)
+            if t == n_steps:
+                final_conf = P.max(axis=1)
         else:
             F = scorer.features(states[t])
         out[key][t] = ref.frechet(F)
@@ -291,6 +332,19 @@ def chain_scores(scorer, states, X_test):
         switch = np.concatenate([[np.nan], changed.mean(axis=1)])
         first = np.where(changed.any(axis=0), changed.argmax(axis=0) + 1, n_steps + 1)
         visited = 1 + (np.diff(np.sort(classes, axis=0), axis=0) != 0).sum(axis=0)
+        top = freq.argmax(axis=1)
+        final = classes[-1]
+        by_class = np.array([final_conf[final == c].mean() if np.any(final == c) else np.nan
+                             for c in range(scorer.n_classes)])
+        outside = final != top[-1]
+        out.update(class_tv=tv, digit_score=ds, top_class=top, top_class_frac=freq.max(axis=1),
+                   class_tv_final=float(tv[-1]), class_tv_mean=float(tv[1:].mean()),
+                   digit_score_final=float(ds[-1]), digit_score_mean=float(ds[1:].mean()),
+                   digit_score_test=ref.digit_score, top_class_final=int(top[-1]),
+                   top_class_frac_final=float(freq[-1].max()),
+                   confidence_outside_top_final=(float(final_conf[outside].mean())
+                                                 if outside.any() else float('nan')),
+                   confidence_by_class=by_class)
         out.update(confidence=conf, switch_rate=switch, class_freq=freq, classes=classes,
                    classes_visited=visited, first_switch=first,
                    confidence_test=ref.confidence, confidence_final=float(conf[-1]),

@@ -11,7 +11,7 @@ one shows next to the other; ``tests/test_core.py`` checks each against ``grad``
 import numpy as np
 
 from vgsn.backend import T, disconnected_grad
-from vgsn.model.options import GENERATOR_LOSSES, check
+from vgsn.model.options import GENERATOR_LOSSES, GUIDE_LOSSES, check
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -106,12 +106,23 @@ def free_energy(nll, kl):
     return nll + kl
 
 
-def guide_loss(f_data, f_gen):
-    """Eq. 6: E_D[b(f(x))] + E_G[b(-f(x))] with b(u) = log(1 + exp(-u)).
+def guide_loss(f_data, f_gen, form="code2015"):
+    """The guide's logistic loss (a scalar); each expectation is the mean over its own rows.
 
-    Each expectation is the mean over its own rows.
+    form='paper': Eq. 6, E_D[b(f(x))] + E_G[b(-f(x))] with b(u) = log(1 + exp(-u)),
+    i.e. mean softplus(-f_data) + mean softplus(f_gen); the optimal guide is
+    f = log D(x)/G(x).
+
+    form='code2015': what the 2015 code trained (its ``logreg_loss`` through a softplus
+    of scale 2): mean 0.5 softplus(-2 f_data) + mean 0.5 softplus(2 f_gen). The same
+    gradient at f = 0, but the optimum is f = log(D/G) / 2, so the generator loss of
+    Eq. 7, read off f, pushes about half (linear part) to a quarter (quadratic part) as
+    hard as under Eq. 6 for the same D/G.
     """
-    return T.mean(softplus(-f_data)) + T.mean(softplus(f_gen))
+    check("guide loss form", form, GUIDE_LOSSES)
+    if form == "paper":
+        return T.mean(softplus(-f_data)) + T.mean(softplus(f_gen))
+    return 0.5 * (T.mean(softplus(-2.0 * f_data)) + T.mean(softplus(2.0 * f_gen)))
 
 
 def generator_loss(f_gen, kind="elastic"):

@@ -6,7 +6,7 @@ graphs (``vgsn.model.vae``, ``vgsn.model.chain``, ``vgsn.model.objectives``) imp
 everywhere. This module imports nothing.
 """
 
-__all__ = ["X_TYPES", "L2_TARGETS", "GENERATOR_LOSSES", "BPTT_MODES", "UNROLLS", "SIGMA_GRIDS",
+__all__ = ["X_TYPES", "L2_TARGETS", "GENERATOR_LOSSES", "GUIDE_LOSSES", "BPTT_MODES", "UNROLLS", "SIGMA_GRIDS",
            "check"]
 
 #: p(x|z): Bernoulli, or Gaussian with one shared bounded log-variance (SPEC.md section 1).
@@ -15,6 +15,10 @@ X_TYPES = ("bernoulli", "gaussian")
 L2_TARGETS = ("weights", "all")
 #: The generator's loss on the guide's output, Eq. 7.
 GENERATOR_LOSSES = ("elastic", "abs")
+#: The guide's logistic loss: the 2015 code's form (0.5 softplus(-2f) / 0.5 softplus(2f),
+#: optimum f = log(D/G) / 2), or the paper's Eq. 6 (softplus(-f) / softplus(f), optimum
+#: log(D/G)).
+GUIDE_LOSSES = ("code2015", "paper")
 #: The chain's gradient: BPTT from stored activations, or autodiff through the scan.
 BPTT_MODES = ("stored", "autodiff")
 #: How the T chain steps are built: one symbolic scan, or a Python loop (a reference).

@@ -2,7 +2,8 @@
 
 The loop owns the guide f and a NumPy random generator that draws every noise its
 train step consumes; it trains the q and p of the ``OneStageModel`` it wraps by the
-generator cost (Eq. 7 through the unrolled chain, BPTT) and the guide by Eq. 6.
+generator cost (Eq. 7 through the unrolled chain, BPTT) and the guide by a logistic
+loss (the 2015 code's form by default, Eq. 6 with ``guide_loss='paper'``).
 """
 import numpy as np
 
@@ -12,7 +13,7 @@ from vgsn.model.bptt import chain_gradients
 from vgsn.model.chain import chain_forward, step_weights
 from vgsn.model.compiled import Compiled, as_rows
 from vgsn.model.noise import DrawsAhead
-from vgsn.model.options import BPTT_MODES, GENERATOR_LOSSES, UNROLLS, check
+from vgsn.model.options import BPTT_MODES, GENERATOR_LOSSES, GUIDE_LOSSES, UNROLLS, check
 from vgsn.model.updates import HyperParams, check_momentum, sgd
 
 __all__ = ["VCGLoop"]
@@ -32,7 +33,8 @@ class VCGLoop(Compiled, DrawsAhead):
       repeated ``batch_repeat`` (5) times (500 chains), as one scan (``vgsn.model.chain``);
     - the guide f sees the stacked input [X_data (200 rows); x_1 .. x_T (T x 500)]
       with its training noise and is trained on
-      ``guide_weight * L_f`` (Eq. 6) ``+ lam_l2d * mean(f^2) + lam_l2a * sum_l mean(a_l^2)``
+      ``guide_weight * L_f`` (``guide_loss``: the 2015 code's form or Eq. 6)
+      ``+ lam_l2d * mean(f^2) + lam_l2a * sum_l mean(a_l^2)``
       (a_l: the maxout layers' pre-activations);
     - q and p are trained on ``gen_weight * L_g(f(x_1..x_T))`` (Eq. 7: 'elastic' =
       the half-rectified elastic net of Sec. 7, or 'abs') ``+ moment_weight * MM``
@@ -61,6 +63,10 @@ class VCGLoop(Compiled, DrawsAhead):
         Step t's VAE cost weighs step_decay**t, normalised (2015 code 0.1; its MNIST
         script 0.0 = step 0 only).
     gen_loss : {'elastic', 'abs'}
+    guide_loss : {'code2015', 'paper'}
+        L_f: the 2015 code's ``0.5 softplus(-2 f_data) + 0.5 softplus(2 f_gen)`` (means
+        over each side's rows; optimum f = log(D/G)/2), or Eq. 6's ``softplus(-f_data)
+        + softplus(f_gen)`` (optimum log(D/G)); ``vgsn.model.objectives.guide_loss``.
     chain_gamma : bool
         Keep Eq. 5's squared term (the model's ``gamma_kl``) in the chain's per-step
         VAE costs (default); False gives each step ``lambda * KL`` only, as the 2015
@@ -88,14 +94,16 @@ class VCGLoop(Compiled, DrawsAhead):
     """
 
     FUNCTIONS = ("train_step", "guide_output")
-    STATIC_ROWS = ("train_step",)
+    STATIC_ROWS = ("train_step", "update_terms")
     _OWNER = "loop"
 
     def __init__(self, model, guide, steps=6, walkback=False, step_decay=0.1, gen_loss="elastic",
-                 chain_gamma=True, moment_weight=0.0, data_rows=200, lr_gen=4e-4, lr_guide=4e-4,
-                 lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0, guide_weight=25.0, momentum=0.0,
-                 max_norm=10.0, bptt="stored", unroll="scan", seed=0):
+                 guide_loss="code2015", chain_gamma=True, moment_weight=0.0, data_rows=200,
+                 lr_gen=4e-4, lr_guide=4e-4, lam_l2d=0.05, lam_l2a=0.01, gen_weight=25.0,
+                 guide_weight=25.0, momentum=0.0, max_norm=10.0, bptt="stored", unroll="scan",
+                 seed=0):
         check("gen_loss", gen_loss, GENERATOR_LOSSES)
+        check("guide_loss", guide_loss, GUIDE_LOSSES)
         check("bptt", bptt, BPTT_MODES)
         check("unroll", unroll, UNROLLS)
         check_momentum(momentum)
@@ -109,6 +117,7 @@ class VCGLoop(Compiled, DrawsAhead):
         self.steps = int(steps)
         self.step_weights = step_weights(self.steps, step_decay)   # validates steps, decay
         self.walkback, self.step_decay, self.gen_loss = bool(walkback), float(step_decay), gen_loss
+        self.guide_loss = guide_loss
         self.chain_gamma = bool(chain_gamma)
         self.data_rows, self.bptt, self.unroll = int(data_rows), bptt, unroll
         self.momentum = float(momentum)
@@ -144,6 +153,8 @@ class VCGLoop(Compiled, DrawsAhead):
         static in the graph (JAX), or None (any rows)."""
         if name == "train_step":
             return self._build_train_step(rows)
+        if name == "update_terms":
+            return self._build_update_terms(rows)
         x = T.matrix("x", dtype=floatX)
         mode = self.compile_mode()
         if name == "guide_output":
@@ -152,7 +163,15 @@ class VCGLoop(Compiled, DrawsAhead):
             return function([x], self.guide.hidden_outputs(x), name="guide_hidden", mode=mode)
         raise KeyError(f"no compiled function named {name!r}")
 
-    def _build_train_step(self, rows=None):
+    def _update_graph(self, rows=None, noisy=True):
+        """The graph of one guided update, shared by ``train_step`` and ``update_terms``.
+
+        ``rows``: (chain starts, data rows), static in the graph (JAX), or None (any
+        rows). ``noisy``: the guide's training noise as inputs; False: no guide noise
+        (no dropout, no bias or input noise). Returns (inputs, terms, g_gen, g_guide):
+        ``terms`` a dict of symbolic outputs, ``g_gen`` the q/p gradients after weight
+        decay and ``g_guide`` the guide's, both before clipping and momentum.
+        """
         model, guide, hp, steps = self.model, self.guide, self.hyper, self.steps
         # XLA needs every shape static: a scan's output buffer is allocated from the
         # chain's row count. With ``rows`` the inputs carry their shapes (one compile per
@@ -165,7 +184,7 @@ class VCGLoop(Compiled, DrawsAhead):
         eps = self.input("eps", shape(steps, chain_rows, model.z_dim), ndim=3)
         stacked = None if n0 is None else nd + steps * chain_rows
         noise = {n: self.input(f"guide.noise.{n}", shape(stacked, w))
-                 for n, w in self._noise_widths().items()}
+                 for n, w in self._noise_widths().items()} if noisy else None
         x0_rep = T.repeat(x0, model.batch_repeat, axis=0)
         # steps is a Python int: the scans' length is static (what XLA needs).
         fwd = chain_forward(model, x0_rep, eps, walkback=self.walkback,
@@ -175,11 +194,11 @@ class VCGLoop(Compiled, DrawsAhead):
         f, pre, hidden = guide.apply(T.concatenate([x_data, x_gen], axis=0), noise)
         n_data = x_data.shape[0]
         f_data, f_gen = f[:n_data], f[n_data:]
-        # Guide: Eq. 6 plus its regularisers.
-        guide_loss = obj.guide_loss(f_data, f_gen)
+        # Guide: its logistic loss plus its regularisers.
+        guide_loss = obj.guide_loss(f_data, f_gen, self.guide_loss)
         act_pen = guide.activation_penalty(pre, hidden, noise)   # vgsn's or the 2015 form
-        guide_cost = (hp.guide_weight * guide_loss + hp.lam_l2d * T.mean(T.square(f))
-                      + hp.lam_l2a * act_pen)
+        f_sq = T.mean(T.square(f))
+        guide_cost = hp.guide_weight * guide_loss + hp.lam_l2d * f_sq + hp.lam_l2a * act_pen
         # Generator (q and p): Eq. 7 on f(chain outputs) + weighted per-step VAE costs
         # (Eq. 2 with Eq. 5's KL, the model's lambda / gamma) + L2 weight decay.
         gen_loss = obj.generator_loss(f_gen, self.gen_loss)
@@ -194,7 +213,8 @@ class VCGLoop(Compiled, DrawsAhead):
         step_costs = T.mean(fwd.nll + kl_reg, axis=1)
         vae_cost = T.sum(T.constant(self.step_weights) * step_costs)
         chain_cost = hp.gen_weight * gen_loss + vae_cost
-        moment = None
+        zero = np.float32(0.0)
+        moment = T.constant(zero)
         if self.use_moments:
             moment = obj.moment_matching(x_gen, x_data)
             chain_cost = chain_cost + hp.moment_weight * moment
@@ -208,6 +228,26 @@ class VCGLoop(Compiled, DrawsAhead):
         else:
             g_gen = grad(chain_cost, self.params)
         g_gen, l2 = model.add_weight_decay(g_gen)
+        acc = np.float32(0.5) * (T.mean(T.gt(f_data, zero)) + T.mean(T.lt(f_gen, zero)))
+        terms = dict(f=f, nll=fwd.nll, kl=fwd.kl, guide_loss=guide_loss, gen_loss=gen_loss,
+                     vae_cost=vae_cost, act_penalty=act_pen, f_sq=f_sq, l2=l2,
+                     guide_cost=guide_cost, gen_cost=chain_cost + l2, moment=moment,
+                     f_data=T.mean(f_data), f_gen=T.mean(f_gen), guide_acc=acc)
+        inputs = [x0, x_data, eps] + ([noise[n] for n in self._noise_names()] if noisy else [])
+        return inputs, terms, g_gen, g_guide
+
+    def _build_update_terms(self, rows=None):
+        inputs, terms, g_gen, g_guide = self._update_graph(rows, noisy=False)
+        outputs = [terms[k] for k in self.TERMS] + list(g_gen) + list(g_guide)
+        return function(inputs, outputs, name="update_terms", mode=self.compile_mode())
+
+    #: The scalar and array terms ``update_terms`` returns, in its output order.
+    TERMS = ("f", "nll", "kl", "guide_loss", "gen_loss", "vae_cost", "act_penalty", "f_sq",
+             "l2", "guide_cost", "gen_cost", "moment")
+
+    def _build_train_step(self, rows=None):
+        inputs, t, g_gen, g_guide = self._update_graph(rows, noisy=True)
+        hp = self.hyper
         n_gen = len(self.params)
         vel = self.velocities or None               # kept across a rebuild
         updates, v_gen = sgd(g_gen, self.params, hp.lr_gen, momentum=self.momentum,
@@ -219,12 +259,9 @@ class VCGLoop(Compiled, DrawsAhead):
         updates.update(g_updates)
         self.velocities = v_gen + v_guide
         self._velocities_made()
-        zero = np.float32(0.0)
-        acc = np.float32(0.5) * (T.mean(T.gt(f_data, zero)) + T.mean(T.lt(f_gen, zero)))
-        outputs = [guide_loss, gen_loss, vae_cost, guide_cost, chain_cost + l2, l2,
-                   T.mean(fwd.nll, axis=1), T.mean(fwd.kl, axis=1), T.mean(f_data), T.mean(f_gen),
-                   acc, moment if moment is not None else T.constant(zero)]
-        inputs = [x0, x_data, eps] + [noise[n] for n in self._noise_names()]
+        outputs = [t["guide_loss"], t["gen_loss"], t["vae_cost"], t["guide_cost"], t["gen_cost"],
+                   t["l2"], T.mean(t["nll"], axis=1), T.mean(t["kl"], axis=1), t["f_data"],
+                   t["f_gen"], t["guide_acc"], t["moment"]]
         # Aesara's local_dot22_to_dot22scalar folds lr * clip-scale into a NEW product when
         # a gradient is a plain dot (the guide's weights): the GEMM then runs twice, once
         # for the clip norm and once for the update (~10% of an update at the 2015 sizes).
@@ -259,7 +296,7 @@ class VCGLoop(Compiled, DrawsAhead):
 
         Returns
         -------
-        dict of floats: ``guide_loss`` (Eq. 6), ``gen_loss`` (Eq. 7, unweighted),
+        dict of floats: ``guide_loss`` (L_f), ``gen_loss`` (Eq. 7, unweighted),
         ``vae_cost`` (the step-weighted VAE cost, Eq. 5 KL), ``guide_cost`` and
         ``gen_cost`` (the totals each side minimises, regularisers included), ``l2``,
         ``nll`` and ``kl`` (means over rows and steps), ``nll_first`` / ``kl_first``
@@ -281,6 +318,49 @@ class VCGLoop(Compiled, DrawsAhead):
         out = {k: float(v) for k, v in out.items()}
         out.update(nll_steps=nll_t, kl_steps=kl_t)
         return out
+
+    def update_terms(self, X0, X_data, noise="off", eps=None):
+        """Every term of one guided update, computed by ``train_step``'s own graph but
+        changing nothing (no parameter, velocity or noise stream moves).
+
+        Parameters
+        ----------
+        X0, X_data : ndarray
+            As for :meth:`train_step` (chain starts, each repeated ``batch_repeat``
+            times consecutively, and the guide's data rows).
+        noise : {'off'}
+            The guide without its training noise (no dropout, no bias or input noise).
+        eps : ndarray (steps, X0 rows * batch_repeat, z_dim), optional
+            The chain's standard-normal noise; default zeros (z = the posterior mean).
+
+        Returns
+        -------
+        dict: ``f`` (data rows + steps * chain rows,) the guide on the stacked input
+        [X_data; x_1 .. x_T]; ``nll`` and ``kl`` (steps, chain rows); floats
+        ``guide_loss`` (L_f in the ``guide_loss`` form), ``gen_loss`` (L_g, unweighted),
+        ``vae_cost`` (step-weighted), ``act_penalty`` (unweighted), ``f_sq`` (mean f^2
+        over all stacked rows), ``l2`` (the weight decay's value), ``guide_cost`` and
+        ``gen_cost`` (the totals each side minimises), ``moment``; and ``grads``, a dict
+        parameter name -> gradient of its side's total (q/p: ``gen_cost``, weight decay
+        included; guide: ``guide_cost``) before clipping and momentum.
+        """
+        check("noise", noise, ("off",))
+        X0 = as_rows(X0, self.model.x_dim, "update_terms X0")
+        X_data = as_rows(X_data, self.model.x_dim, "update_terms X_data")
+        shape = (self.steps, X0.shape[0] * self.model.batch_repeat, self.model.z_dim)
+        if eps is None:
+            eps = np.zeros(shape, np.float32)
+        eps = np.asarray(eps, np.float32)
+        if eps.shape != shape:
+            raise ValueError(f"update_terms eps must have shape {shape}, got {eps.shape}")
+        out = self._fn("update_terms", X0.shape[:1] + X_data.shape[:1])(X0, X_data, eps)
+        k = len(self.TERMS)
+        terms = {name: np.asarray(v) for name, v in zip(self.TERMS, out[:k])}
+        for name in self.TERMS[3:]:
+            terms[name] = float(terms[name])
+        names = [p.name for p in self.params + self.guide_params]
+        terms["grads"] = {n: np.asarray(g) for n, g in zip(names, out[k:])}
+        return terms
 
     def guide_output(self, X):
         """The noise-free guide f(x), (rows,): an estimate of log D(x)/G(x)."""

@@ -28,11 +28,16 @@ SCORE_COLUMNS = ["score_chains", "score_steps", "confidence_test", "confidence_s
                  "confidence_final", "switch_rate_mean", "classes_visited_mean",
                  "never_switched", "frechet_start", "frechet_final", "frechet_mean",
                  "frechet_pca_start", "frechet_pca_final", "frechet_pca_mean",
-                 "prior_confidence", "prior_frechet", "prior_frechet_pca"]
+                 "prior_confidence", "prior_frechet", "prior_frechet_pca",
+                 "class_tv_start", "class_tv_final", "class_tv_mean", "digit_score_test",
+                 "digit_score_start", "digit_score_final", "digit_score_mean",
+                 "top_class_final", "top_class_frac_final", "confidence_outside_top_final",
+                 "prior_class_tv", "prior_digit_score"]
 
 #: The per-step arrays kept in ``evals/chainscores_*.npz``.
 PER_STEP_KEYS = ("step", "confidence", "switch_rate", "frechet", "frechet_pca", "class_freq",
-                 "classes_visited", "first_switch")
+                 "classes_visited", "first_switch", "class_tv", "digit_score", "top_class",
+                 "top_class_frac", "confidence_by_class")
 
 
 def _first(X, n):
@@ -133,6 +138,10 @@ def chain_score_columns(scores, prior):
     row["score_chains"], row["score_steps"] = int(scores["chains"]), int(scores["steps"])
     if "confidence" in scores:
         row["confidence_start"] = float(scores["confidence"][0])
+        row["class_tv_start"] = float(scores["class_tv"][0])
+        row["digit_score_start"] = float(scores["digit_score"][0])
+    row["prior_class_tv"] = prior.get("class_tv")
+    row["prior_digit_score"] = prior.get("digit_score")
     row["prior_confidence"] = prior.get("confidence")
     row["prior_frechet"] = prior.get("frechet")
     row["prior_frechet_pca"] = prior.get("frechet_pca")
@@ -224,7 +233,10 @@ def log_line(c, row, update, branch, final):
             text += (f" | chains: confidence {row['confidence_start']:.3f} -> "
                      f"{row['confidence_final']:.3f} (test {row['confidence_test']:.3f}), "
                      f"switch rate {row['switch_rate_mean']:.3f}, Frechet "
-                     f"{row['frechet_final']:.1f} (prior {row['prior_frechet']:.1f})")
+                     f"{row['frechet_final']:.1f} (prior {row['prior_frechet']:.1f}), class TV "
+                     f"{row['class_tv_final']:.3f}, digit score {row['digit_score_final']:.2f} "
+                     f"(test {row['digit_score_test']:.2f}), top class "
+                     f"{row['top_class_final']} on {row['top_class_frac_final']:.0%}")
         else:
             text += (f" | chains: Frechet (PCA) {row['frechet_pca_final']:.1f} (prior "
                      f"{row['prior_frechet_pca']:.1f})")

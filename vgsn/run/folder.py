@@ -88,7 +88,10 @@ EVAL_COLUMNS = ["update", "phase", "branch", "kind", "gpde_sigma", "gpde_sigma_a
                 "never_switched", "frechet_start", "frechet_final", "frechet_mean",
                 "frechet_pca_start", "frechet_pca_final", "frechet_pca_mean",
                 "prior_confidence", "prior_frechet", "prior_frechet_pca",
-                "gpde_engine"]
+                "gpde_engine", "class_tv_start", "class_tv_final", "class_tv_mean",
+                "digit_score_test", "digit_score_start", "digit_score_final", "digit_score_mean",
+                "top_class_final", "top_class_frac_final", "confidence_outside_top_final",
+                "prior_class_tv", "prior_digit_score"]
 
 
 def _plain(value):

@@ -9,7 +9,7 @@ import math
 import numbers
 from dataclasses import dataclass, fields
 
-from vgsn.model.options import (BPTT_MODES, GENERATOR_LOSSES, L2_TARGETS, SIGMA_GRIDS, UNROLLS,
+from vgsn.model.options import (BPTT_MODES, GENERATOR_LOSSES, GUIDE_LOSSES, L2_TARGETS, SIGMA_GRIDS, UNROLLS,
                           X_TYPES, check)
 
 __all__ = ["Preset", "RENAMED", "RETIRED", "MAX_UPDATES", "GPDE_HEADLINES", "PAPER_GRIDS",
@@ -21,6 +21,8 @@ __all__ = ["Preset", "RENAMED", "RETIRED", "MAX_UPDATES", "GPDE_HEADLINES", "PAP
 RENAMED = {"hidden": ("q_hidden", "p_hidden"), "chain_steps": ("steps",),
            "chain_lr": ("lr_gen",), "guide_lr": ("lr_guide",), "guide_l2": ("lam_l2d",),
            "guide_data_rows": ("data_rows",)}
+#: Fields added later, with the value a config saved before them was run with.
+ADDED = {"guide_loss": "paper"}
 #: Fields that are gone (their only value was this); dropped when a config loads.
 RETIRED = {"fault_at": None}
 
@@ -130,6 +132,10 @@ class Preset:
     lam_l2d, lam_l2a : float
         The guide's regularisers lam_l2d * mean(f^2) (0.05) and lam_l2a * the mean
         squared maxout pre-activations (0.01).
+    guide_loss : {'code2015', 'paper'}
+        The guide's logistic loss: the 2015 code's ``0.5 softplus(-+2f)`` (default: the
+        form that made the paper's figures; optimum f = log(D/G)/2) or Eq. 6's
+        ``softplus(-+f)`` (optimum log(D/G)); see docs/deviations.md.
     guide_act_penalty : {'vgsn', 'code2015'}
         The form of the lam_l2a penalty: vgsn's ``sum_l mean(a_l^2)``, or the 2015
         code's ``sum_l pool * mean(a_l^2) + mean(c^2)`` with the bypassed classifier
@@ -267,6 +273,7 @@ class Preset:
     guide_weight: float = 25.0
     lam_l2d: float = 0.05
     lam_l2a: float = 0.01
+    guide_loss: str = "code2015"
     guide_act_penalty: str = "vgsn"
     chain_momentum: float = None
     moment_weight: float = 0.0
@@ -338,6 +345,8 @@ class Preset:
         for old, only in RETIRED.items():
             if old in values and values[old] == only:
                 del values[old]
+        for name, old_value in ADDED.items():
+            values.setdefault(name, old_value)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -375,7 +384,8 @@ class Preset:
             need(int(getattr(self, name)) >= 1, name, ">= 1")
         need(self.total_updates >= 1, "pretrain_updates", "such that the run has at least 1 update")
         for name, allowed in (("x_type", X_TYPES), ("sigmas", SIGMA_GRIDS),
-                              ("gen_loss", GENERATOR_LOSSES), ("l2_on", L2_TARGETS),
+                              ("gen_loss", GENERATOR_LOSSES), ("guide_loss", GUIDE_LOSSES),
+                              ("l2_on", L2_TARGETS),
                               ("bptt", BPTT_MODES), ("unroll", UNROLLS)):
             check(name, getattr(self, name), allowed)
         for name in ("q_hidden", "p_hidden"):
