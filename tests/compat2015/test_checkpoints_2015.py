@@ -568,3 +568,42 @@ def test_python2_cpickle_reads_the_export(gaussian_model, tmp_path):
                                           {"tuple": [UNITS, POOL]}, 10]]
     assert [l["W"]["shape"] for l in g_layers] == [[X_DIM, UNITS * POOL], [UNITS, UNITS * POOL],
                                                    [UNITS, 10]]
+
+
+def test_load_2015_loop_is_the_2015_walk_phase_of_the_files(tmp_path):
+    """Three 2015 files -> ``load_2015_loop``: the 2015 walk-phase settings, the files'
+    arrays (the guide's 10-way layer as the activation penalty's), the given output
+    unit; its update terms equal those of the loop the files were written from."""
+    from vgsn import OneStageModel, VCGLoop, load_2015_loop
+    from vgsn.model.nets import MaxoutGuide
+    rng = np.random.default_rng(5)
+    model = OneStageModel(X_DIM, 3, q_hidden=(9,), p_hidden=(8,), batch_repeat=5, l2=1e-4,
+                          l2_on="all", lam_kl=1.2, seed=3)
+    guide = MaxoutGuide(X_DIM, rng, units=UNITS, pool=POOL, act_penalty="code2015")
+    guide.output.b.set_value(np.array([0.3], np.float32))
+    q, p = export_2015_model(model, tmp_path / "q.pkl", tmp_path / "p.pkl")
+    g = export_2015_guide(guide, tmp_path / "g.pkl", lam_l2a=0.01)
+    assert np.array_equal(read_2015_peanet(g).classifier["W"], guide.classifier_W.get_value())
+    loop = load_2015_loop(q, p, g, disc_W=guide.output.W.get_value(),
+                          disc_b=guide.output.b.get_value())
+    assert (loop.steps, loop.walkback, loop.step_decay, loop.gen_loss, loop.guide_loss,
+            loop.chain_gamma, loop.momentum, loop.max_norm) == (
+        6, False, 0.0, "elastic", "code2015", False, 0.5, 10.0)
+    assert loop.hyper.values() == pytest.approx(dict(
+        lr_gen=4e-4, lr_guide=4e-4, gen_weight=25.0, guide_weight=25.0, lam_l2d=0.05,
+        lam_l2a=0.01))
+    assert loop.model.hyper["lam_kl"] == pytest.approx(1.2)
+    assert loop.model.hyper["l2"] == pytest.approx(1e-4)
+    assert loop.model.config["l2_on"] == "all" and loop.guide.act_penalty == "code2015"
+    same = VCGLoop(model, guide, steps=6, step_decay=0.0, guide_loss="code2015",
+                   chain_gamma=False)
+    X0 = rng.uniform(0, 1, (4, X_DIM)).astype(np.float32)
+    X_data = rng.uniform(0, 1, (6, X_DIM)).astype(np.float32)
+    eps = rng.standard_normal((6, 20, 3)).astype(np.float32)
+    got, want = loop.update_terms(X0, X_data, eps=eps), same.update_terms(X0, X_data, eps=eps)
+    for name in ("f", "nll", "kl", "guide_cost", "gen_cost", "act_penalty"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, err_msg=name)
+    for name, grad in want["grads"].items():
+        np.testing.assert_allclose(got["grads"][name], grad, rtol=1e-4, atol=1e-7, err_msg=name)
+    with pytest.raises(ValueError, match="disc_W must have 5 values"):
+        load_2015_loop(q, p, g, disc_W=np.zeros(3))

@@ -307,3 +307,59 @@ def test_frey_chain_of_noise_is_far():
     out = cs.chain_scores(scorer, states, ds.test)
     assert out['frechet_pca'][0] < out['frechet_pca'][1] < out['frechet_pca'][2]
     assert scorer.meta['n_components'] == 50 and 0.5 < scorer.explained < 1
+
+
+# --------------------------------------------------------------------------- diversity
+
+def test_digit_score_and_class_tv_in_closed_form():
+    eye = np.eye(10)
+    assert cs.digit_score(np.tile(eye, (3, 1))) == pytest.approx(10.0, rel=1e-6)
+    assert cs.digit_score(np.tile(eye[4], (30, 1))) == pytest.approx(1.0, rel=1e-6)
+    assert cs.digit_score(np.full((30, 10), 0.1)) == pytest.approx(1.0)
+    # Two classes, each row p = (0.9, 0.1) or (0.1, 0.9), equally often: the marginal is
+    # (0.5, 0.5) and every row's KL to it is 0.9 log 1.8 + 0.1 log 0.2.
+    P = np.array([[0.9, 0.1], [0.1, 0.9]] * 5)
+    kl = 0.9 * np.log(1.8) + 0.1 * np.log(0.2)
+    assert cs.digit_score(P) == pytest.approx(np.exp(kl), rel=1e-9)
+    data = np.full(10, 0.1)
+    assert cs.class_tv(data, data) == 0.0
+    assert cs.class_tv(eye[1], data) == pytest.approx(0.9)
+    assert cs.class_tv(eye[1], eye[2]) == pytest.approx(1.0)
+    assert cs.class_tv([0.5, 0.5, 0], [0.25, 0.25, 0.5]) == pytest.approx(0.5)
+
+
+def test_a_collapse_onto_one_digit_fails_the_diversity_scores(digits, digits_clf):
+    """Chains that start from test images and fall onto the same clean '1': confident,
+    but the class histogram moves away from the data's and the digit score drops."""
+    pred = digits_clf.predict(digits.test)
+    one = digits.test[np.flatnonzero(pred == 1)[0]]
+    X = digits.test[:200]
+    n, steps = len(X), 4
+    # Step t: the first t * 25% of the chains are the '1' (all of them at the end).
+    states = _chain_of([np.where((np.arange(n) < t * n // steps)[:, None], one, X)
+                        for t in range(steps + 1)])
+    out = cs.chain_scores(digits_clf, states, digits.test)
+    ref = cs.reference(digits_clf, digits.test)
+    assert out['top_class_final'] == 1 and out['top_class_frac_final'] == 1.0
+    np.testing.assert_allclose(out['class_tv_final'], 1.0 - ref.class_freq[1])
+    assert out['digit_score_final'] == pytest.approx(1.0, rel=1e-6)
+    assert np.isnan(out['confidence_outside_top_final'])
+    assert np.all(np.diff(out['class_tv']) > 0) and np.all(np.diff(out['digit_score']) < 0)
+    freq0 = np.bincount(pred[:200], minlength=10) / 200
+    np.testing.assert_allclose(out['class_tv'][0], cs.class_tv(freq0, ref.class_freq))
+    P0 = digits_clf.predict_proba(X)
+    np.testing.assert_allclose(out['digit_score'][0], cs.digit_score(P0), rtol=1e-6)
+    assert out['digit_score_test'] == pytest.approx(cs.digit_score(digits_clf.predict_proba(
+        digits.test)), rel=1e-6)
+    # Halfway: the chains not on the top class keep their own confidence.
+    half = cs.chain_scores(digits_clf, states[:3], digits.test)
+    rest = P0[n // 2:].max(axis=1)
+    assert half['top_class_final'] == 1
+    np.testing.assert_allclose(half['confidence_outside_top_final'],
+                               rest[pred[n // 2:200] != 1].mean(), rtol=1e-6)
+    by = half['confidence_by_class']
+    assert by.shape == (10,)
+    c = int(pred[n // 2 + 1])
+    final = np.concatenate([np.full(n // 2, 1), pred[n // 2:200]])
+    conf = np.concatenate([np.full(n // 2, digits_clf.predict_proba(one[None]).max()), rest])
+    np.testing.assert_allclose(by[c], conf[final == c].mean(), rtol=1e-6)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from vgsn.run import presets as P
-from vgsn.studies import reproduce
+from vgsn.studies import fig3, reproduce
 from vgsn.run import evaluate as runeval
 from vgsn.run import snapshots
 from vgsn.run import train
@@ -192,12 +192,20 @@ def test_eval_rows_carry_both_protocols_the_iwll_kinds_and_the_chain_scores(tiny
         assert float(r["gpde_paper_sigma"]) in {0.1, 0.13, 0.15, 0.18, 0.2}
         assert r["test_overlaps_train"] == "False" and r["score_chains"] == "12"
         assert 0 <= float(r["switch_rate_mean"]) <= 1 and r["frechet_pca_final"] == ""
+        # the collapse-aware scores: histogram distance, digit score, top class
+        assert 0 <= float(r["class_tv_final"]) <= 1 and 0 <= float(r["class_tv_start"]) <= 1
+        assert 1 - 1e-9 <= float(r["digit_score_final"]) <= 10 + 1e-9
+        assert float(r["digit_score_test"]) > 5
+        assert int(float(r["top_class_final"])) in range(10)
+        assert 0.1 <= float(r["top_class_frac_final"]) <= 1
     for r in final.values():
         assert "random binarisation" in r["iwll_kind"]
         assert np.isfinite(float(r["iwll_bin_test"]))
     # the per-step arrays behind the figure, one file per evaluation and branch
     d = np.load(out / "evals" / "chainscores_guided_u0000080.npz")
     assert d["confidence"].shape == (5,) and np.isnan(d["switch_rate"][0])
+    assert d["class_tv"].shape == d["digit_score"].shape == d["top_class_frac"].shape == (5,)
+    assert d["class_tv"][-1] == pytest.approx(float(final["guided"]["class_tv_final"]))
     assert d["frechet"][-1] == pytest.approx(float(final["guided"]["frechet_final"]))
     assert (out / "figures" / "chainscores.png").read_bytes()[:4] == b"\x89PNG"
     text = report.read_text()
@@ -205,7 +213,8 @@ def test_eval_rows_carry_both_protocols_the_iwll_kinds_and_the_chain_scores(tiny
                    "sigma chosen from {0.1, 0.13, 0.15, 0.18, 0.2} on the same",
                    "## Chain scores (Fig. 3 measured)", "| guided | 0.",
                    "](figures/chainscores.png)", "random binarisation",
-                   "about -85 to -90 nats"):
+                   "about -85 to -90 nats", "class TV start -> final",
+                   "digit score start -> final (test)", "a collapse onto one class"):
         assert needle in text, needle
 
 
@@ -243,14 +252,16 @@ def test_report_flags_tfd_fold_all_as_not_held_out(tmp_path):
 
 # ---- the reproduction document ----------------------------------------------------------
 
-def _run(final=None, evals=(), scatter=None):
+def _run(final=None, evals=(), scatter=None, rows=()):
     return {"final": final or {}, "evals": list(evals), "scatter": scatter or {},
-            "folder": None, "preset": "x"}
+            "folder": None, "preset": "x", "rows": list(rows)}
 
 
 def test_verdict_rules_on_constructed_numbers():
-    clean = dict(confidence_final=0.9, frechet_final=10.0, classes_visited_mean=3.0)
-    dirty = dict(confidence_final=0.6, frechet_final=30.0, classes_visited_mean=2.0)
+    clean = dict(confidence_final=0.9, frechet_final=10.0, classes_visited_mean=3.0,
+                 class_tv_final=0.2, digit_score_final=6.0, top_class_frac_final=0.3)
+    dirty = dict(confidence_final=0.6, frechet_final=30.0, classes_visited_mean=2.0,
+                 class_tv_final=0.4, digit_score_final=4.0, top_class_frac_final=0.5)
     runs = {"check-mnist1": {1: _run({"guided": clean, "vae": dirty}),
                              2: _run({"guided": clean, "vae": dirty})}}
     v = {r["key"]: r for r in reproduce.verdicts(runs)}
@@ -258,10 +269,17 @@ def test_verdict_rules_on_constructed_numbers():
     assert v["gpde"]["verdict"] == "not testable here"       # no ORK / VAR runs
     runs["check-mnist1"][2] = _run({"guided": dirty, "vae": clean})
     assert reproduce.verdicts(runs)[0]["verdict"] == "does not hold at this scale"
-    # chains that never leave their class do not mix, however clean
-    stuck = dict(clean, classes_visited_mean=1.0)
-    runs = {"check-mnist1": {1: _run({"guided": stuck, "vae": dirty})}}
-    assert reproduce.verdicts(runs)[0]["verdict"] == "does not hold at this scale"
+    # Cleaner but collapsed: chains that never leave their class, a class histogram
+    # further from the data's, a lower digit score, or one class holding half the
+    # final states each fail the rule, however confident and close the chains are.
+    for change in (dict(classes_visited_mean=1.0), dict(class_tv_final=0.5),
+                   dict(digit_score_final=3.0), dict(top_class_frac_final=0.5)):
+        runs = {"check-mnist1": {1: _run({"guided": dict(clean, **change), "vae": dirty})}}
+        assert reproduce.verdicts(runs)[0]["verdict"] == "does not hold at this scale", change
+    # A missing diversity score: not testable (a run scored before these scores existed)
+    old = {k: v for k, v in clean.items() if k != "class_tv_final"}
+    runs = {"check-mnist1": {1: _run({"guided": old, "vae": dirty})}}
+    assert reproduce.verdicts(runs)[0]["verdict"] == "not testable here"
 
     def ev(u, g, b):
         return {"update": u, "gpde_valid": g, "bound_valid": b, "kind": "eval"}
@@ -285,6 +303,32 @@ def test_verdict_rules_on_constructed_numbers():
     v = {r["key"]: r for r in reproduce.verdicts(runs)}
     assert [v[k]["verdict"] for k in ("gpde", "recognisable", "tradeoff")] == \
         ["does not hold at this scale"] * 3
+
+
+def test_fig3_trajectory_and_referee_tables(tmp_path):
+    def row(u, branch, kind, tv, top, share, **kw):
+        return dict(update=u, branch=branch, kind=kind, class_tv_final=tv, top_class_final=top,
+                    top_class_frac_final=share, digit_score_final=5.0, frechet_final=40.0, **kw)
+    rows = [row(100, "pretrain", "eval", 0.5, 2, 0.36),
+            dict(update=150, branch="guided", kind="train", guide_acc=0.6),
+            dict(update=190, branch="guided", kind="train", guide_acc=0.7),
+            row(200, "guided", "final", 0.3, 1, 0.56), row(200, "vae", "final", 0.4, 8, 0.5)]
+    lines = fig3.trajectory_lines({"check-mnist1": {3: _run(rows=rows)}})
+    assert "| 3 | 100 | 0.500 | 5.00 | 2 (36%) | 40.0 | 0.500 | 5.00 | 2 (36%) | 40.0 | - |" \
+        in lines
+    assert "| 3 | 200 | 0.300 | 5.00 | 1 (56%) | 40.0 | 0.400 | 5.00 | 8 (50%) | 40.0 | 0.650 |" \
+        in lines
+    summary = dict(confidence_final=0.9, frechet_final=50.0, class_tv_final=0.25,
+                   digit_score_final=6.5, classes_visited_mean=4.2, switch_rate_mean=0.2,
+                   top_class_final=7, top_class_frac_final=0.21)
+    for name in ("code2015_s2_u1500", "vgsn_s2_u1500", "code2015_s1_u0500", "notes"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"summary": summary}))
+    table = fig3.referee_lines(tmp_path)
+    assert table[2:5] == [
+        "| 1 | 500 | code2015 | 0.900 | 50.0 | 0.250 | 6.50 | 4.20 | 0.200 | 7 (21%) |",
+        "| 2 | 1,500 | code2015 | 0.900 | 50.0 | 0.250 | 6.50 | 4.20 | 0.200 | 7 (21%) |",
+        "| 2 | 1,500 | vgsn | 0.900 | 50.0 | 0.250 | 6.50 | 4.20 | 0.200 | 7 (21%) |"]
+    assert len(table) == 6 and fig3.referee_lines(tmp_path / "none") == []
 
 
 def test_document_from_constructed_run_folders(tmp_path):

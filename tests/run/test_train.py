@@ -124,6 +124,14 @@ def test_preset_round_trips_through_a_dict_and_rejects_bad_values():
         del old[name]
     back = P.Preset.from_dict(old)
     assert (back.q_hidden, back.p_hidden, back.lam_l2d, back.lr_gen) == ((7, 6), (7, 6), 0.2, 3e-3)
+    # Every preset trains the guide as the 2015 code did; a config saved before the
+    # field existed was run with Eq. 6 and loads so.
+    assert {P.get_preset(n).guide_loss for n in P.preset_names()} == {"code2015"}
+    del old["guide_loss"]
+    assert P.Preset.from_dict(old).guide_loss == "paper"
+    assert P.loop_args(replace(p, guide_loss="paper"))["guide_loss"] == "paper"
+    with pytest.raises(ValueError, match=r"guide_loss must be one of \('code2015', 'paper'\)"):
+        replace(p, guide_loss="eq6").validate()
     with pytest.raises(ValueError, match=r"unknown setting 'hidden' \(renamed: q_hidden, p_hidden\)"):
         config.parse_value("hidden", "5,5")
 

@@ -14,9 +14,11 @@ How the pieces map onto vgsn
 - ``b_in`` and ``s_in`` never took part in a forward pass (the line that used them is
   commented out in the 2015 ``HiddenLayer``): they are checked for shape and dropped.
 - PeaNet: the maxout layers -> ``MaxoutGuide.layers``. The proto-net's last layer
-  (a 10-way classifier) was bypassed by the 2015 chain training and is ignored; the
-  guide's output unit ``f = 20 tanh(a / 20)`` was built by the 2015 VCGLoop and never
-  saved, so it starts fresh here.
+  (a 10-way classifier) was bypassed by the 2015 chain training: only the 2015
+  activation penalty saw it, so it becomes ``MaxoutGuide.classifier_W`` when the guide
+  is loaded with ``act_penalty='code2015'`` (as ``load_2015_loop`` does) and is
+  ignored otherwise; the guide's output unit ``f = 20 tanh(a / 20)`` was built by the
+  2015 VCGLoop and never saved, so it starts fresh here (or is given).
 
 Exporting
 ---------
@@ -26,7 +28,8 @@ protocol-2 pickles, ``numpy.core`` names, float32), so ``load_infnet_from_file``
 filled with what a freshly built 2015 net holds: ``b_in`` zeros, ``s_in``
 0.541325 (softplus^-1(1), the 2015 init), ``sigma_scale`` 1, ``prior_sigma`` 1;
 p's sigma head is zeros except ``b[0]`` = the shared log-variance parameter; the
-guide's classifier layer is zeros. A file name ending in ``.gz`` is gzipped (the
+guide's classifier layer is its ``classifier_W`` (zeros when it has none), bias zero.
+A file name ending in ``.gz`` is gzipped (the
 2015 code opens files uncompressed: gunzip it first).
 """
 import gzip
@@ -36,6 +39,7 @@ import numpy as np
 
 from vgsn.data import safe_pickle
 from vgsn.model.vae import OneStageModel
+from vgsn.model.vcg import VCGLoop
 from vgsn.model.options import X_TYPES
 from vgsn.model.nets import MaxoutGuide
 from vgsn.compat2015.read import (  # noqa: F401  (the readers are part of this module's API)
@@ -46,7 +50,7 @@ from vgsn.compat2015.read import _fail
 __all__ = [
     "Orig2015Error", "Function2015", "InfNetFile", "PeaNetFile", "PLACEHOLDERS",
     "read_2015_infnet", "read_2015_peanet", "set_infnet_from_2015", "set_guide_from_2015",
-    "load_2015_model", "load_2015_guide",
+    "load_2015_model", "load_2015_guide", "load_2015_loop",
     "export_2015_infnet", "export_2015_model", "export_2015_guide",
 ]
 
@@ -161,7 +165,7 @@ def load_2015_model(q_file, p_file, x_type="bernoulli", logvar_bound=6.0, **mode
     return model
 
 
-def load_2015_guide(file, rng=None, squash=20.0, name="guide"):
+def load_2015_guide(file, rng=None, squash=20.0, name="guide", act_penalty="vgsn"):
     """A ``MaxoutGuide`` holding a 2015 PeaNet file's maxout layers.
 
     Sizes, drop rates, bias and input noise and ``init_scale`` come from the file;
@@ -175,6 +179,10 @@ def load_2015_guide(file, rng=None, squash=20.0, name="guide"):
         Draws the fresh output unit (default: ``default_rng(0)``).
     squash : float
     name : str
+    act_penalty : {'vgsn', 'code2015'}
+        'code2015': the 2015 activation penalty, whose bypassed 10-way layer is the
+        file's classifier layer (its W; the 2015 code never trained it, so its bias
+        must be zero).
 
     Returns
     -------
@@ -185,8 +193,67 @@ def load_2015_guide(file, rng=None, squash=20.0, name="guide"):
     guide = MaxoutGuide(f.n_in, rng, units=f.units, pool=f.pool, n_layers=f.n_layers,
                         init_scale=f.init_scale, vis_drop=f.vis_drop, hid_drop=f.hid_drop,
                         bias_noise=f.bias_noise, input_noise=f.input_noise, squash=squash,
-                        name=name)
+                        act_penalty=act_penalty, name=name)
+    if act_penalty == "code2015":
+        W, b = f.classifier["W"], f.classifier["b"]
+        if f.n_classes != 10 or np.any(np.asarray(b) != 0):
+            _fail(f.path, f"the classifier layer ({f.n_classes} classes, bias "
+                          f"{'nonzero' if np.any(np.asarray(b) != 0) else 'zero'}) cannot be the "
+                          "2015 activation penalty's: it needs 10 classes and a zero bias "
+                          "(load with act_penalty='vgsn')")
+        _assign(f.path, "layers[-1]['W']", guide.classifier_W, W)
     return set_guide_from_2015(guide, f)
+
+
+def load_2015_loop(q_file, p_file, guide_file, x_type="bernoulli", disc_W=None, disc_b=None,
+                   lam_kl=1.2, seed=0, **loop_options):
+    """A ``VCGLoop`` set up as the 2015 MNIST script's walk phase, from its three files.
+
+    q and p as :func:`load_2015_model`; the guide as :func:`load_2015_guide` with the
+    2015 activation penalty (the file's 10-way layer). The walk phase's settings
+    (``MnistWalkoutTest.py``, ``train_walk_from_pretrained_osm``; SPEC.md): a 6-step
+    walkout chain whose VAE cost is step 0's only (``step_decay=0``), the KL weight
+    ``lam_kl`` without a squared term, the half-rectified elastic net and the 2015
+    guide loss, weights 25 / 25, ``lam_l2d`` 0.05, ``lam_l2a`` the file's (0.01), L2
+    1e-4 on every q/p parameter, learning rate 4e-4 for all, momentum 0.5, clipping
+    at norm 10.
+
+    Parameters
+    ----------
+    q_file, p_file, guide_file : path or the read file
+    x_type : {'bernoulli', 'gaussian'}
+    disc_W, disc_b : array (units, 1) and (1,), optional
+        The guide's output unit; the 2015 VCGLoop drew it fresh after loading, so
+        without them it is drawn (``default_rng(seed)``), N(0, 1) x init_scale, b 0.
+    lam_kl : float
+        The chain's KL weight (the script's active line: 1.2).
+    seed : int
+    **loop_options
+        Override any ``VCGLoop`` argument (``lr_gen``, ``steps``, ...).
+
+    Returns
+    -------
+    VCGLoop (its ``model`` the loaded ``OneStageModel``, its ``guide`` the guide)
+    """
+    model = load_2015_model(q_file, p_file, x_type=x_type, lam_kl=lam_kl, gamma_kl=0.0,
+                            l2=1e-4, l2_on="all", momentum=0.5, batch_repeat=5, seed=seed)
+    g = guide_file if isinstance(guide_file, PeaNetFile) else read_2015_peanet(guide_file)
+    guide = load_2015_guide(g, rng=np.random.default_rng(seed), act_penalty="code2015")
+    for value, var, what in ((disc_W, guide.output.W, "disc_W"), (disc_b, guide.output.b, "disc_b")):
+        if value is None:
+            continue
+        value = np.asarray(value, np.float32)
+        shape = var.get_value().shape
+        if value.size != int(np.prod(shape)):
+            raise ValueError(f"{what} must have {int(np.prod(shape))} values (shape {shape}), "
+                             f"got shape {value.shape}")
+        var.set_value(value.reshape(shape))
+    options = dict(steps=6, walkback=False, step_decay=0.0, gen_loss="elastic",
+                   guide_loss="code2015", chain_gamma=False, lr_gen=4e-4, lr_guide=4e-4,
+                   lam_l2d=0.05, lam_l2a=g.lam_l2a, gen_weight=25.0, guide_weight=25.0,
+                   momentum=0.5, max_norm=10.0, seed=seed)
+    options.update(loop_options)
+    return VCGLoop(model, guide, **options)
 
 
 # =============================================================================
@@ -278,8 +345,9 @@ def export_2015_model(model, q_path, p_path, kld_mean=0.0):
 def export_2015_guide(guide, path, init_scale=0.75, lam_l2a=0.01, n_classes=10):
     """Write a ``MaxoutGuide``'s maxout layers as a 2015 PeaNet file.
 
-    The proto-net gets a zero ``n_classes``-way classifier as its last layer (the
-    2015 chain training bypasses it); the guide's output unit has no place in the
+    The proto-net's last layer is the guide's ``classifier_W`` (the 2015 activation
+    penalty's bypassed 10-way layer) with a zero bias, or zeros of ``n_classes`` ways
+    when the guide has none; the guide's output unit has no place in the
     layout and is not written (the 2015 VCGLoop builds a fresh one).
 
     Parameters
@@ -304,6 +372,10 @@ def export_2015_guide(guide, path, init_scale=0.75, lam_l2a=0.01, n_classes=10):
                            "input_noise": guide.input_noise, "proto_key": 0}],
         "spawn_weights": [1.0], "vis_drop": guide.vis_drop}
     layers = [_layer_dict(_value(l.W), _value(l.b)) for l in guide.layers]
-    layers.append(_layer_dict(np.zeros((units, int(n_classes)), np.float32),
-                              np.zeros(int(n_classes), np.float32)))
+    if guide.classifier_W is not None:
+        W_c = _value(guide.classifier_W)
+    else:
+        W_c = np.zeros((units, int(n_classes)), np.float32)
+    params["proto_configs"][0][-1] = W_c.shape[1]
+    layers.append(_layer_dict(W_c, np.zeros(W_c.shape[1], np.float32)))
     return _write(path, [params, layers])

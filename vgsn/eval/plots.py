@@ -435,16 +435,18 @@ def chain_scores(scores, path, confidence_test=None, title=None, figsize=None, d
 
     Panels: cleanliness (mean max-softmax confidence of the digit classifier, with
     the test images' confidence as a dashed reference line), local mixing (the
-    fraction of chains whose class changed since the previous step) and the
-    Frechet distance to the test set; the first two only when the scores have
-    them (faces: the PCA Frechet distance alone).
+    fraction of chains whose class changed since the previous step), diversity (the
+    total variation between the states' class histogram and the test set's, and the
+    digit score) and the Frechet distance to the test set; the classifier's panels
+    only when the scores have them (faces: the PCA Frechet distance alone).
 
     Parameters
     ----------
     scores : dict label -> dict
         Per branch, ``vgsn.eval.chainscore.chain_scores``' arrays: ``step`` and
-        ``frechet`` or ``frechet_pca``, and optionally ``confidence`` and
-        ``switch_rate`` (NaN at step 0), all of length S+1.
+        ``frechet`` or ``frechet_pca``, and optionally ``confidence``,
+        ``switch_rate`` (NaN at step 0), ``class_tv`` and ``digit_score``, all of
+        length S+1.
     path : output PNG
     confidence_test : float, optional
         The test images' confidence (the reference line).
@@ -462,6 +464,10 @@ def chain_scores(scores, path, confidence_test=None, title=None, figsize=None, d
         panels.append(("confidence", "confidence (mean max-softmax)", "cleanliness"))
     if any("switch_rate" in s for s in scores.values()):
         panels.append(("switch_rate", "fraction of chains switching class", "mixing"))
+    if any("class_tv" in s for s in scores.values()):
+        panels.append(("class_tv", "class histogram TV to test", "diversity (0: data's mix)"))
+    if any("digit_score" in s for s in scores.values()):
+        panels.append(("digit_score", "digit score (10: clean, balanced)", "diversity"))
     key = "frechet" if any("frechet" in s for s in scores.values()) else "frechet_pca"
     panels.append((key, "Frechet distance to test" + (" (PCA)" if key == "frechet_pca" else ""),
                    "sample quality"))

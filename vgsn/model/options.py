@@ -6,8 +6,8 @@ graphs (``vgsn.model.vae``, ``vgsn.model.chain``, ``vgsn.model.objectives``) imp
 everywhere. This module imports nothing.
 """
 
-__all__ = ["X_TYPES", "L2_TARGETS", "GENERATOR_LOSSES", "GUIDE_LOSSES", "BPTT_MODES", "UNROLLS", "SIGMA_GRIDS",
-           "check"]
+__all__ = ["X_TYPES", "L2_TARGETS", "GENERATOR_LOSSES", "GUIDE_LOSSES", "GUIDE_LOSS_NAMES",
+           "BPTT_MODES", "UNROLLS", "SIGMA_GRIDS", "check"]
 
 #: p(x|z): Bernoulli, or Gaussian with one shared bounded log-variance (SPEC.md section 1).
 X_TYPES = ("bernoulli", "gaussian")
@@ -19,6 +19,9 @@ GENERATOR_LOSSES = ("elastic", "abs")
 #: optimum f = log(D/G) / 2), or the paper's Eq. 6 (softplus(-f) / softplus(f), optimum
 #: log(D/G)).
 GUIDE_LOSSES = ("code2015", "paper")
+#: How logs and reports name each guide loss form.
+GUIDE_LOSS_NAMES = {"code2015": "the 2015 code's 0.5 softplus(-+2f)",
+                    "paper": "Eq. 6, softplus(-+f)"}
 #: The chain's gradient: BPTT from stored activations, or autodiff through the scan.
 BPTT_MODES = ("stored", "autodiff")
 #: How the T chain steps are built: one symbolic scan, or a Python loop (a reference).

@@ -34,6 +34,7 @@ import numpy as np
 
 from vgsn import backend
 from vgsn.model.nets import MaxoutGuide
+from vgsn.model.options import GUIDE_LOSS_NAMES
 from vgsn.model.vae import OneStageModel
 from vgsn.model.vcg import VCGLoop
 from vgsn.run import evaluate as runeval
@@ -440,7 +441,8 @@ class Run:
                 if self.loop is None and self.update >= self.pretrain_end and c.chain_updates:
                     if self.pretrain_end:
                         self.say(f"update {self.update:,}: pre-training done; forking into the "
-                                 f"guided chain{' and the 1-step VAE' if c.vae_branch else ''}")
+                                 f"guided chain{' and the 1-step VAE' if c.vae_branch else ''} "
+                                 f"(guide loss: {GUIDE_LOSS_NAMES[c.guide_loss]})")
                     self.fork()
                 if self.update >= self.total:
                     break

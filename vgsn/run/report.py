@@ -96,6 +96,14 @@ def results_lines(c, final, counts, sigmas=None, paper_sigmas=None):
     return lines
 
 
+def _top(r):
+    """'digit (share)' of the final states' most frequent class, or '-'."""
+    top, share = r.get("top_class_final"), r.get("top_class_frac_final")
+    if top is None or share is None or top != top:
+        return "-"
+    return f"{int(top)} ({share:.0%})"
+
+
 def chain_score_lines(c, final, scorer_kind=None):
     """The chain-score table (Fig. 3 measured) of the final rows, or [] without scores."""
     scored = {b: r for b, r in final.items() if r.get("score_chains")}
@@ -116,7 +124,12 @@ def chain_score_lines(c, final, scorer_kind=None):
                 f"{_num(conf_test, '.3f')}), switch rate = fraction of chains whose class "
                 "changed since the previous step (mixing), classes visited per chain, and the "
                 "Frechet distance of the classifier's last hidden features to the test set's "
-                "(an MNIST analogue of FID)")
+                "(an MNIST analogue of FID); class TV = total variation between the final "
+                "states' class histogram and the test set's (0: the data's mix, 0.9: one "
+                "class), digit score = exp of the mean KL between p(y|x) and the states' "
+                "marginal p(y) (an inception score; ~10 for clean, balanced digits, 1 for a "
+                "collapse onto one class), top class = the most frequent final class and its "
+                "share")
              + ". Prior: the same scores of the GPDE's prior samples. Lower Frechet is better.",
              ""]
     if pca:
@@ -127,8 +140,9 @@ def chain_score_lines(c, final, scorer_kind=None):
                          f" | {_num(r.get(key + '_mean'))} | {_num(r.get('prior_frechet_pca'))} |")
     else:
         lines += ["| branch | confidence start -> final | switch rate (mean) | classes visited "
-                  "| never switched | Frechet start | final | mean | prior Frechet | prior "
-                  "confidence |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| never switched | Frechet start | final | mean | class TV start -> final "
+                  "| digit score start -> final (test) | top class (share) | prior Frechet "
+                  "| prior confidence |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for b, r in scored.items():
             lines.append(
                 f"| {b} | {_num(r.get('confidence_start'), '.3f')} -> "
@@ -137,6 +151,11 @@ def chain_score_lines(c, final, scorer_kind=None):
                 f"{_num(r.get('classes_visited_mean'), '.2f')} | "
                 f"{_num(r.get('never_switched'), '.2f')} | {_num(r.get('frechet_start'))} | "
                 f"{_num(r.get('frechet_final'))} | {_num(r.get('frechet_mean'))} | "
+                f"{_num(r.get('class_tv_start'), '.3f')} -> {_num(r.get('class_tv_final'), '.3f')} | "
+                f"{_num(r.get('digit_score_start'), '.2f')} -> "
+                f"{_num(r.get('digit_score_final'), '.2f')} "
+                f"({_num(r.get('digit_score_test'), '.2f')}) | "
+                f"{_top(r)} | "
                 f"{_num(r.get('prior_frechet'))} | {_num(r.get('prior_confidence'), '.3f')} |")
     return lines + [""]
 

@@ -21,7 +21,7 @@ printed beside it (:data:`CLAIMS`):
   no classifier scores, e.g. faces).
 
 A claim that does not show at the short scale is a result, not a failure. The
-figures of the first seed are copied beside the document. ``--tiny`` runs the tiny
+figures are copied beside the document (Fig. 3's of every seed). ``--tiny`` runs the tiny
 test preset in three variants (mnist1-like, ORK-like, VAR-like) instead: seconds,
 for the tests; its numbers mean nothing.
 """
@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from vgsn.run import presets as P
+from vgsn.studies import fig3
 
 __all__ = ["CLAIMS", "plan", "status", "run_all", "collect", "verdicts", "write_document",
            "main"]
@@ -137,7 +138,8 @@ def _scatter(folder, branch):
 def collect(out):
     """{role: {seed: run}} of the finished runs in ``out``; a run is a dict with
     ``final`` (branch -> final row), ``evals`` (the eval and final rows of the
-    pre-training and guided branches, in update order), ``scatter`` (branch ->
+    pre-training and guided branches, in update order), ``rows`` (every metrics row),
+    ``scatter`` (branch ->
     mean nll / kl of the last Fig. 4c snapshot), ``folder`` and ``preset``."""
     found = {}
     for folder in sorted(Path(out).glob("check-*-s*")):
@@ -149,7 +151,7 @@ def collect(out):
         evals = [r for r in rows if r["kind"] in ("eval", "final")
                  and r["branch"] in ("pretrain", "guided")]
         found.setdefault(role, {})[int(seed)] = {
-            "final": _final_rows(folder), "evals": evals, "folder": folder,
+            "final": _final_rows(folder), "evals": evals, "rows": rows, "folder": folder,
             "preset": config.get("name"),
             "scatter": {b: _scatter(folder, b) for b in ("guided", "vae", "pretrain")}}
     return found
@@ -163,21 +165,6 @@ def _get(run, branch, key):
     r = (run or {}).get("final", {}).get(branch)
     v = None if r is None else r.get(key)
     return None if v is None else float(v)
-
-
-def _m_clean(runs):
-    """Claim 1: per seed (guided, vae) confidence_final, frechet_final, classes_visited."""
-    out = {}
-    for seed, run in runs.get("check-mnist1", {}).items():
-        vals = [_get(run, b, k) for b in ("guided", "vae")
-                for k in ("confidence_final", "frechet_final", "classes_visited_mean")]
-        if None in vals:
-            continue
-        gc, gf, gv, vc, vf, vv = vals
-        out[seed] = ({"guided confidence": gc, "VAE confidence": vc, "guided Frechet": gf,
-                      "VAE Frechet": vf, "guided classes visited": gv},
-                     gc > vc and gf < vf and gv > 1.0)
-    return out
 
 
 def _paired(runs, fn):
@@ -243,9 +230,7 @@ def _m_tradeoff(runs):
 CLAIMS = [
     ("clean", "Guided chains stay clean and mix between modes; 1-step VAE chains degrade",
      "Fig. 3, by eye (chains of the guided 6-step model vs. the 1-step VAE, MNIST-1)",
-     "check-mnist1, per seed at the end: guided confidence_final > VAE confidence_final, "
-     "guided frechet_final < VAE frechet_final, and guided chains visit > 1 class on average",
-     _m_clean),
+     fig3.RULE, fig3.measure),
     ("gpde", "ORK beats VAR on GPDE", "table of Sec. 7: 265 (ORK) vs. 220 (VAR) nats",
      "per seed: check-ork guided gpde_test (vgsn's protocol) > check-var guided gpde_test",
      _m_gpde),
@@ -310,10 +295,12 @@ _FIGURES = [("check-mnist1", "chainscores.png", "chain scores against chain step
             ("check-var", "samples_guided.png", "VAR: prior samples (Fig. 4d)")]
 
 
-def write_document(out, doc, command, figures_dir=None):
+def write_document(out, doc, command, figures_dir=None, referee=None):
     """Write the reproduction document ``doc`` from the run folders in ``out``; the
-    first seed's figures go to ``figures_dir`` (default ``<doc stem>_figures`` beside
-    it). Returns (path, verdict dicts)."""
+    figures (every seed's for Fig. 3, the first seed's for the others) go to
+    ``figures_dir`` (default ``<doc stem>_figures`` beside it); ``referee``: a folder of
+    ``tools/ref2015/score2015.py`` JSONs (``<code>_s<seed>_u<updates>.json``) for the
+    2015 code's table. Returns (path, verdict dicts)."""
     doc = Path(doc)
     runs = collect(out)
     rows = verdicts(runs)
@@ -344,20 +331,35 @@ def write_document(out, doc, command, figures_dir=None):
         verdict = r["verdict"] + (f" ({n_ok} of {len(ps)} seeds)" if ps else "")
         lines.append(f"| {r['claim']} | {r['evidence']} | {r['rule']} | {measured} | "
                      f"**{verdict}** |")
+    lines += [""] + fig3.trajectory_lines(runs)
+    if referee is not None:
+        table = fig3.referee_lines(referee)
+        lines += ["### The 2015 code as referee", "",
+                  "The guided phase trained by the authors' own Theano code "
+                  "(`tools/ref2015/walk2015.py`: Python 2.7, Theano 1.0.5, the 2015 settings of "
+                  "`MnistWalkoutTest.py` at the check scale) and by vgsn with the same start and "
+                  "settings (`tools/ref2015/walk_vgsn.py`), from the q/p of the run of the same "
+                  "seed at the fork, every chain scored by the same scorer "
+                  "(`tools/ref2015/score2015.py`); 0 updates = the start. "
+                  + (f"From `{referee}`." if table else f"No scores found in `{referee}`."),
+                  ""] + table
     copied = []
     for role, pattern, caption in _FIGURES:
         if role not in runs:
             continue
-        folder = runs[role][min(runs[role])]["folder"]
-        found = sorted((folder / "figures").glob(pattern))
-        if not found:
-            continue
-        figures_dir.mkdir(parents=True, exist_ok=True)
-        dest = figures_dir / f"{role}_{found[-1].name}"
-        shutil.copyfile(found[-1], dest)
-        copied.append((caption, f"seed {min(runs[role])}", dest))
+        seeds = sorted(runs[role]) if role == "check-mnist1" else [min(runs[role])]
+        for seed in seeds:
+            folder = runs[role][seed]["folder"]
+            found = sorted((folder / "figures").glob(pattern))
+            if not found:
+                continue
+            figures_dir.mkdir(parents=True, exist_ok=True)
+            suffix = f"_s{seed}" if len(seeds) > 1 else ""
+            dest = figures_dir / f"{role}{suffix}_{found[-1].name}"
+            shutil.copyfile(found[-1], dest)
+            copied.append((caption, f"seed {seed}", dest))
     if copied:
-        lines += ["", "## Figures (first seed)", ""]
+        lines += ["", "## Figures (Fig. 3: every seed; the others: the first seed)", ""]
         for caption, seed, dest in copied:
             rel = Path(dest).relative_to(doc.parent) if doc.parent in Path(dest).parents else dest
             lines += [f"### {caption}, {seed}", "", f"![{caption}]({rel})", ""]
@@ -426,6 +428,9 @@ def main(argv=None):
                         help="run nothing, write the document from the folders in --out")
     parser.add_argument("--tiny", action="store_true",
                         help="the tiny test preset in three variants: seconds, for tests")
+    parser.add_argument("--referee", metavar="DIR",
+                        help="a folder of tools/ref2015/score2015.py JSONs "
+                             "(<code>_s<seed>_u<updates>.json): the 2015 code's table")
     parser.add_argument("--data-dir", metavar="DIR")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -457,7 +462,7 @@ def main(argv=None):
         # A report of no runs never replaces a document (a wrong --out, runs not finished).
         parser.exit(2, f"{parser.prog}: error: --out {args.out}: no finished runs there, so "
                        f"{doc} is left as it is; give the folder of the runs\n")
-    path, rows = write_document(args.out, doc, command)
+    path, rows = write_document(args.out, doc, command, referee=args.referee)
     for r in rows:
         print(f"{r['verdict']:28s} {r['claim']}", file=sys.stderr)
     print(path)
