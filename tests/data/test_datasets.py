@@ -309,11 +309,11 @@ def test_a_truncated_mnist_is_said_not_replaced(tmp_path, capsys):
     message = str(info.value)
     assert message.startswith(f'{path}: truncated or corrupt gzip') and '\n' not in message
     assert 'Fix: ' in message
-    # Through the run script: one line naming the file, the status of a data error
-    # (README "What each failure prints": 1), nothing written.
+    # Through the run script: one line naming the file, the status of a broken data file
+    # (docs/reliability.md "What each failure prints": 2), nothing written.
     out = tmp_path / 'run'
     assert cli.cli_main(['--quick', '--data-dir', str(folder), '--out', str(out), '--quiet'],
-                        'mnist') == 1
+                        'mnist') == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('run_mnist.py: error: ') and str(path) in err[0]
     assert not out.exists()

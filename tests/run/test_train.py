@@ -294,11 +294,33 @@ def test_tiny_run_goes_end_to_end(tiny_run):
 def test_load_models_gives_the_trained_branches(tiny_run):
     out, _ = tiny_run
     models = train.load_models(out)
-    assert set(models) == {"model", "vae"}
+    assert set(models) == {"model", "vae", "loop"}
     arrays, _ = load_run_checkpoint(out / "checkpoint.h5")
     np.testing.assert_array_equal(models["vae"].p.mean_head.W.get_value(), arrays["vae/p.mean.W"])
+    # the guided chain with its trained guide: the checkpoint's arrays, the chain's q/p
+    loop = models["loop"]
+    assert loop.model is models["model"]
+    np.testing.assert_array_equal(loop.guide.output.W.get_value(), arrays["loop/guide.out.W"])
+    np.testing.assert_array_equal(loop.guide.layers[1].W.get_value(), arrays["loop/guide.h1.W"])
+    f = loop.guide_output(np.random.default_rng(1).uniform(size=(4, 64)).astype(np.float32))
+    assert f.shape == (4,) and np.all(np.abs(f) < 20)
     X = models["model"].sample_prior(3, rng=np.random.default_rng(0))
     assert X.shape == (3, 64) and np.all((X >= 0) & (X <= 1))
+
+
+def test_the_readme_notebook_example_runs_on_a_run_folder(tiny_run, tmp_path, monkeypatch):
+    """The README's python block, as printed, on a run folder where it looks for one."""
+    out, _ = tiny_run
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## In a notebook", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "quick-1").symlink_to(out, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    env = {}
+    exec(compile(block, "README.md", "exec"), env)
+    n = min(300, len(env["ds"].test))
+    assert env["x"].shape == (100, 64) and env["states"].shape == (31, n, 64)
+    assert 0 < env["scores"]["confidence_final"] <= 1
 
 
 def _run_script(args, kill_at=None, timeout=300):

@@ -124,7 +124,7 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=1234, help="seed (script: RandomState(1234))")
     p.add_argument("--guide", default=None,
                    help="start the guide's maxout layers from this PeaNet file "
-                        "(vgsn.orig2015.export_2015_guide); default: a fresh guide")
+                        "(vgsn.compat2015.convert.export_2015_guide); default: a fresh guide")
     p.add_argument("--guide-out", default=None,
                    help="start the guide's output unit from this file (a guide_*_out.pkl "
                         "written by this script); default: fresh, N(0,1) * 0.75")

@@ -180,8 +180,8 @@ def loop_args(c):
     ``lr_gen`` and ``lr_guide`` are the starting values (the chain phase's schedule
     scales both)."""
     return dict(steps=c.steps, walkback=c.walkback, step_decay=c.step_decay,
-                gen_loss=c.gen_loss, guide_loss=c.guide_loss, chain_gamma=c.chain_gamma, moment_weight=c.moment_weight,
-                data_rows=c.data_rows, lr_gen=c.lr_gen,
+                gen_loss=c.gen_loss, guide_loss=c.guide_loss, chain_gamma=c.chain_gamma,
+                moment_weight=c.moment_weight, data_rows=c.data_rows, lr_gen=c.lr_gen,
                 lr_guide=c.lr_gen if c.lr_guide is None else c.lr_guide, lam_l2d=c.lam_l2d,
                 lam_l2a=c.lam_l2a, gen_weight=c.gen_weight, guide_weight=c.guide_weight,
                 momentum=c.momentum if c.chain_momentum is None else c.chain_momentum,

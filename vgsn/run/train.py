@@ -9,6 +9,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from vgsn import backend
 from vgsn.run import presets as P
 from vgsn.run import provenance
@@ -19,7 +21,9 @@ from vgsn.run.folder import (BadInput, TrainingError, WriteFailed, check_metrics
 from vgsn.run.checkpoints import CheckpointError
 from vgsn.run.lock import folder_lock
 from vgsn.run.loop import Run
+from vgsn.model.nets import MaxoutGuide
 from vgsn.model.vae import OneStageModel
+from vgsn.model.vcg import VCGLoop
 
 __all__ = ["run", "resume", "load_models"]
 
@@ -202,9 +206,11 @@ def load_models(path):
 
     Returns
     -------
-    dict branch -> OneStageModel
+    dict
         ``'model'``: the pre-trained model (after the fork: the guided chain's q and
-        p); ``'vae'``: the 1-step VAE branch when there is one.
+        p), a ``OneStageModel``; ``'vae'``: the 1-step VAE branch when there is one;
+        after the fork ``'loop'``: the ``VCGLoop`` around ``'model'`` with its trained
+        guide (``loop.guide``; ``loop.guide_output(X)`` scores images).
     """
     path = Path(path)
     if path.is_dir():
@@ -229,4 +235,17 @@ def load_models(path):
                                   f"checkpoint's arrays do not fit the model its own settings "
                                   f"build (edited, or not a run's?)") from None
         models[prefix] = m
+    mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loop/")}
+    if mine and "model" in models:
+        model = models["model"]
+        guide = MaxoutGuide(model.x_dim, np.random.default_rng([P.loop_seed(c), 2]),
+                            **P.guide_args(c), init_weights=False)   # filled next
+        loop = VCGLoop(model, guide, **P.loop_args(c))
+        try:
+            loop.set_state(mine, strict=False)
+        except (KeyError, ValueError) as exc:
+            raise CheckpointError(f"{path}: loop/{exc.args[0] if exc.args else exc}: the "
+                                  f"checkpoint's arrays do not fit the guided chain its own "
+                                  f"settings build") from None
+        models["loop"] = loop
     return models
