@@ -135,6 +135,22 @@ def test_axes_plots_have_the_requested_size(tmp_path, name):
     assert img[..., :3].std() > 0.02
 
 
+def test_axes_plots_return_their_figure_and_write_only_when_asked(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    steps = np.arange(6)
+    scores = {"guided": dict(step=steps, confidence=rng.random(6), class_tv=rng.random(6),
+                             digit_score=1 + 9 * rng.random(6), frechet=rng.random(6))}
+    fig = plots.chain_scores(scores, confidence_test=0.98)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    assert [a.get_title() for a in fig.axes][1:3] == ["diversity (0: data's mix)", "diversity"]
+    fig = plots.kl_stems(rng.gamma(1, 1, (10, 5)))
+    assert isinstance(fig, Figure) and list(tmp_path.iterdir()) == []
+    saved = plots.curves([0, 1], {"a": [1, 2]}, tmp_path / "c.png")
+    assert isinstance(saved, Figure) and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_bad_shapes_raise(tmp_path):
     with pytest.raises(ValueError, match="image_shape"):
         plots.image_grid(np.zeros((3, 100)), (28, 28), tmp_path / "x.png")

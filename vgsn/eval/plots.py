@@ -1,7 +1,10 @@
 """Figures: image grids, chain strips, curves, the KL / reconstruction scatter.
 
-Every function takes numpy arrays and an output path, writes ONE PNG there and
-returns the path; nothing is shown and no display is needed. Figures are drawn
+Every function takes numpy arrays. Plots with axes (``curves``, ``kl_nll_scatter``,
+``kl_stems``, ``prior_samples_at_updates``, ``chain_scores``) return their matplotlib
+``Figure`` and write it as a PNG only when given a path (in a notebook the returned Figure
+shows itself); image mosaics take an output path, write ONE PNG there and return the path.
+Nothing is shown and no display is needed. Figures are drawn
 with matplotlib's object API on an Agg canvas (``Figure`` + ``FigureCanvasAgg``),
 never through ``pyplot``, so importing this module changes no global backend
 and works in a notebook, a headless server or a thread alike.
@@ -14,8 +17,7 @@ written pixel for pixel, so their size is exact:
     height = scale * (rows * (h + sep) + sep),  width = scale * (cols * (w + sep) + sep)
 
 with ``sep``-pixel separators (default 1) in ``sep_value`` grey between tiles
-and around the border. Plots with axes (``curves``, ``kl_nll_scatter``,
-``kl_stems``, ``prior_samples_at_updates``) are ``figsize * dpi`` pixels.
+and around the border. Plots with axes are ``figsize * dpi`` pixels.
 
 The paper's figures (SPEC.md section 7): Fig. 3 and 4a, chains free and under
 partial control (``chains_side_by_side``); Fig. 4b, GPDE and bound against
@@ -241,12 +243,14 @@ def _figure(figsize, dpi):
 
 
 def _save_figure(fig, path, dpi):
-    # No bbox_inches="tight": the PNG is exactly figsize * dpi pixels.
-    fig.savefig(path, dpi=dpi, format="png")
-    return path
+    """The Figure, written to ``path`` as a PNG when a path is given."""
+    if path is not None:
+        # No bbox_inches="tight": the PNG is exactly figsize * dpi pixels.
+        fig.savefig(path, dpi=dpi, format="png")
+    return fig
 
 
-def prior_samples_at_updates(samples_by_update, image_shape, path, ncols=None,
+def prior_samples_at_updates(samples_by_update, image_shape, path=None, ncols=None,
                              figsize=None, dpi=100, sep_value=0.5):
     """Prior samples side by side, one titled panel per update count: Fig. 4d.
 
@@ -256,7 +260,7 @@ def prior_samples_at_updates(samples_by_update, image_shape, path, ncols=None,
         Samples x = E[p(x|z)], z ~ N(0, I), drawn after that many updates
         (the paper: 30k, 60k, 120k). Panels follow the keys in increasing order.
     image_shape : (h, w)
-    path : output PNG
+    path : output PNG, optional (None: nothing is written)
     ncols : int, optional
         Images per row within a panel; default ``ceil(sqrt(n))``.
     figsize : (width, height) inches, optional
@@ -265,7 +269,7 @@ def prior_samples_at_updates(samples_by_update, image_shape, path, ncols=None,
 
     Returns
     -------
-    path
+    matplotlib.figure.Figure
     """
     if not samples_by_update:
         raise ValueError("samples_by_update is empty")
@@ -282,7 +286,7 @@ def prior_samples_at_updates(samples_by_update, image_shape, path, ncols=None,
     return _save_figure(fig, path, dpi)
 
 
-def curves(updates, series, path, ylabel=None, secondary=None, ylabel2=None,
+def curves(updates, series, path=None, ylabel=None, secondary=None, ylabel2=None,
            xlabel="updates", title=None, figsize=(6.0, 4.0), dpi=100):
     """Lines against training updates, e.g. GPDE and the bound (Fig. 4b).
 
@@ -292,7 +296,7 @@ def curves(updates, series, path, ylabel=None, secondary=None, ylabel2=None,
         The x values shared by the series.
     series : dict name -> array (points,) or (x, y) pair
         One line each (NaN leaves a gap); a pair gives that line its own x.
-    path : output PNG
+    path : output PNG, optional (None: nothing is written)
     ylabel : str, optional
         Left axis label.
     secondary : sequence of names, optional
@@ -304,7 +308,7 @@ def curves(updates, series, path, ylabel=None, secondary=None, ylabel2=None,
 
     Returns
     -------
-    path
+    matplotlib.figure.Figure
     """
     if not series:
         raise ValueError("series is empty")
@@ -344,7 +348,7 @@ def curves(updates, series, path, ylabel=None, secondary=None, ylabel2=None,
     return _save_figure(fig, path, dpi)
 
 
-def kl_nll_scatter(nll, kl, path, labels=None, title=None, figsize=(6.0, 4.5), dpi=100,
+def kl_nll_scatter(nll, kl, path=None, labels=None, title=None, figsize=(6.0, 4.5), dpi=100,
                    alpha=0.4, size=6):
     """Joint scatter of -log p(x|z) against KL(q(z|x) || p(z)): Fig. 4c.
 
@@ -353,7 +357,7 @@ def kl_nll_scatter(nll, kl, path, labels=None, title=None, figsize=(6.0, 4.5), d
     nll, kl : array (rows,) or sequence of arrays
         Per-example reconstruction cost and KL (the paper: 10 passes over 150
         validation examples); a sequence gives one coloured cloud per snapshot.
-    path : output PNG
+    path : output PNG, optional (None: nothing is written)
     labels : sequence of str, optional
         One per snapshot (e.g. "30k updates"), shown in a legend.
     figsize, dpi
@@ -361,7 +365,7 @@ def kl_nll_scatter(nll, kl, path, labels=None, title=None, figsize=(6.0, 4.5), d
 
     Returns
     -------
-    path
+    matplotlib.figure.Figure
     """
     def as_list(v):
         if isinstance(v, np.ndarray) and v.ndim == 1:
@@ -394,7 +398,7 @@ def kl_nll_scatter(nll, kl, path, labels=None, title=None, figsize=(6.0, 4.5), d
     return _save_figure(fig, path, dpi)
 
 
-def kl_stems(kl_per_dim, path, sort=False, title=None, figsize=(6.0, 3.0), dpi=100):
+def kl_stems(kl_per_dim, path=None, sort=False, title=None, figsize=(6.0, 3.0), dpi=100):
     """Stem plot of the KL carried by each latent dimension.
 
     Parameters
@@ -402,7 +406,7 @@ def kl_stems(kl_per_dim, path, sort=False, title=None, figsize=(6.0, 3.0), dpi=1
     kl_per_dim : array (z_dim,) or (rows, z_dim)
         Per-dimension KL(q(z_j|x) || N(0, 1)) (``model.posterior_kl(X)``);
         a 2-D array is averaged over rows. Dimensions near 0 are unused.
-    path : output PNG
+    path : output PNG, optional (None: nothing is written)
     sort : bool
         Sort dimensions by decreasing KL.
     figsize, dpi
@@ -410,7 +414,7 @@ def kl_stems(kl_per_dim, path, sort=False, title=None, figsize=(6.0, 3.0), dpi=1
 
     Returns
     -------
-    path
+    matplotlib.figure.Figure
     """
     kl = np.asarray(kl_per_dim, dtype=np.float64)
     if kl.ndim == 2:
@@ -430,7 +434,7 @@ def kl_stems(kl_per_dim, path, sort=False, title=None, figsize=(6.0, 3.0), dpi=1
     return _save_figure(fig, path, dpi)
 
 
-def chain_scores(scores, path, confidence_test=None, title=None, figsize=None, dpi=100):
+def chain_scores(scores, path=None, confidence_test=None, title=None, figsize=None, dpi=100):
     """Fig. 3 measured: chain scores against chain step, one line per branch.
 
     Panels: cleanliness (mean max-softmax confidence of the digit classifier, with
@@ -447,7 +451,7 @@ def chain_scores(scores, path, confidence_test=None, title=None, figsize=None, d
         ``frechet`` or ``frechet_pca``, and optionally ``confidence``,
         ``switch_rate`` (NaN at step 0), ``class_tv`` and ``digit_score``, all of
         length S+1.
-    path : output PNG
+    path : output PNG, optional (None: nothing is written)
     confidence_test : float, optional
         The test images' confidence (the reference line).
     figsize : (width, height) inches, optional
@@ -455,7 +459,7 @@ def chain_scores(scores, path, confidence_test=None, title=None, figsize=None, d
 
     Returns
     -------
-    path
+    matplotlib.figure.Figure
     """
     if not scores:
         raise ValueError("scores is empty")
