@@ -329,6 +329,15 @@ def test_fig3_trajectory_and_referee_tables(tmp_path):
         "| 2 | 1,500 | code2015 | 0.900 | 50.0 | 0.250 | 6.50 | 4.20 | 0.200 | 7 (21%) |",
         "| 2 | 1,500 | vgsn | 0.900 | 50.0 | 0.250 | 6.50 | 4.20 | 0.200 | 7 (21%) |"]
     assert len(table) == 6 and fig3.referee_lines(tmp_path / "none") == []
+    # which of the rule's conditions fail, per seed
+    g = dict(confidence_final=0.85, frechet_final=45.0, classes_visited_mean=4.3,
+             class_tv_final=0.28, digit_score_final=5.7, top_class_frac_final=0.22)
+    v = dict(g, confidence_final=0.95, frechet_final=115.0, class_tv_final=0.69,
+             digit_score_final=2.5, top_class_frac_final=0.61, classes_visited_mean=4.0)
+    lines = fig3.condition_lines({"check-mnist1": {2: _run({"guided": g, "vae": v}),
+                                                   1: _run({"guided": g, "vae": g})}})
+    assert lines[0].startswith("- seed 1: fails on Frechet lower, confidence higher; holds on")
+    assert lines[1].startswith("- seed 2: fails on confidence higher; holds on Frechet lower")
 
 
 def test_document_from_constructed_run_folders(tmp_path):

@@ -17,7 +17,7 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["RULE", "measure", "trajectory_lines", "referee_lines"]
+__all__ = ["RULE", "measure", "condition_lines", "trajectory_lines", "referee_lines"]
 
 RULE = ("check-mnist1, per seed at the end: guided chains cleaner than the 1-step VAE's "
         "(frechet_final lower, confidence_final higher) AND no less diverse (class_tv_final "
@@ -35,22 +35,51 @@ def _value(row, key):
     return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
 
 
+def _parts(g, v):
+    """{condition: holds} of the rule for the guided (g) and VAE (v) values by label."""
+    return {"Frechet lower": g["Frechet"] < v["Frechet"],
+            "confidence higher": g["confidence"] > v["confidence"],
+            "class TV not higher": g["class TV"] <= v["class TV"],
+            "digit score not lower": g["digit score"] >= v["digit score"],
+            "classes visited not fewer": g["classes visited"] >= v["classes visited"],
+            "top-class share < 0.5": g["top-class share"] < 0.5}
+
+
+def _final_values(run):
+    g, v = run["final"].get("guided"), run["final"].get("vae")
+    vals = {f"{who} {label}": _value(row, key) for who, row in (("guided", g), ("VAE", v))
+            for label, key in _KEYS}
+    return None if any(x is None for x in vals.values()) else vals
+
+
+def _split(vals):
+    return ({label: vals[f"guided {label}"] for label, _ in _KEYS},
+            {label: vals[f"VAE {label}"] for label, _ in _KEYS})
+
+
 def measure(runs):
     """{seed: (values, ok)} of the rule over ``runs['check-mnist1']`` (``collect``'s)."""
     out = {}
     for seed, run in runs.get("check-mnist1", {}).items():
-        g, v = run["final"].get("guided"), run["final"].get("vae")
-        vals = {f"{who} {label}": _value(row, key) for who, row in (("guided", g), ("VAE", v))
-                for label, key in _KEYS}
-        if any(x is None for x in vals.values()):
-            continue
-        gv = {label: vals[f"guided {label}"] for label, _ in _KEYS}
-        vv = {label: vals[f"VAE {label}"] for label, _ in _KEYS}
-        cleaner = gv["Frechet"] < vv["Frechet"] and gv["confidence"] > vv["confidence"]
-        diverse = (gv["class TV"] <= vv["class TV"] and gv["digit score"] >= vv["digit score"]
-                   and gv["classes visited"] >= vv["classes visited"])
-        out[seed] = (vals, cleaner and diverse and gv["top-class share"] < 0.5)
+        vals = _final_values(run)
+        if vals is not None:
+            out[seed] = (vals, all(_parts(*_split(vals)).values()))
     return out
+
+
+def condition_lines(runs):
+    """Markdown: per seed, which of the rule's conditions hold and which fail."""
+    lines = []
+    for seed, run in sorted(runs.get("check-mnist1", {}).items()):
+        vals = _final_values(run)
+        if vals is None:
+            continue
+        parts = _parts(*_split(vals))
+        failed = [k for k, ok in parts.items() if not ok]
+        lines.append(f"- seed {seed}: " + ("every condition holds" if not failed else
+                     "fails on " + ", ".join(failed) + "; holds on "
+                     + (", ".join(k for k, ok in parts.items() if ok) or "none")))
+    return lines + [""] if lines else []
 
 
 def _top(row):
@@ -76,7 +105,8 @@ def trajectory_lines(runs):
     found = runs.get("check-mnist1", {})
     if not found:
         return []
-    lines = ["### Fig. 3 along the guided phase", "",
+    lines = ["### Fig. 3: the rule's conditions per seed", ""] + condition_lines(runs)
+    lines += ["### Fig. 3 along the guided phase", "",
              "Final chain states (300 chains x 50 steps) at every evaluation; class TV = "
              "distance of their class histogram to the test set's (0 = the data's mix), "
              "digit score = exp mean KL(p(y|x) || p(y)) (the test set: ~9.6), top = the most "
