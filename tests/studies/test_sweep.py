@@ -2,8 +2,8 @@
 aggregated report against numpy, one-line refusals before anything is written.
 
 The real runs are the `tiny` preset (2 grid points x 2 seeds). They share the user's
-compile cache with the rewritten-graph cache on (VGSN_GRAPH_CACHE=1), so after the
-first a run costs seconds; the four hand runs are made once for the module.
+compile cache (``--compile-cache shared``), so after the first a run costs seconds; the
+four hand runs are made once for the module.
 """
 import csv
 import json
@@ -25,7 +25,7 @@ from vgsn.studies import sweep as S
 from vgsn.studies.sweepreport import final_rows, point_status
 
 from _paths import ROOT  # noqa: E402
-ENV = dict(os.environ, VGSN_GRAPH_CACHE="1")
+ENV = dict(os.environ)
 TINY = ["--preset", "tiny", "--grid", "lam_kl=1,2", "--seeds", "1", "2", "--set", "figures=false",
         "--compile-cache", "shared", "--quiet"]
 
