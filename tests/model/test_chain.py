@@ -394,7 +394,8 @@ def test_train_step_terms_match_numpy(toy):
         guide.hid_drop, guide.bias_noise = saved
         model.hyper.set(lam_kl=2.0, gamma_kl=0.0)
     f_data, f_gen = f[:11], f[11:]
-    guide_loss = np_softplus(-f_data).mean() + np_softplus(f_gen).mean()          # Eq. 6
+    # the 2015 code's guide loss, the loop's default: 0.5 softplus(-+2f)
+    guide_loss = 0.5 * (np_softplus(-2 * f_data).mean() + np_softplus(2 * f_gen).mean())
     neg = np.maximum(-f_gen, 0)
     gen_loss = np.mean(0.5 * (neg + neg ** 2))                                      # Eq. 7 elastic
     excess = np.maximum(kl - kl.mean(axis=1, keepdims=True), 0)

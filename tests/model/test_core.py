@@ -69,9 +69,15 @@ def test_gaussian_kl_matches_closed_form_and_monte_carlo():
 def test_guide_and_generator_losses_match_numpy():
     fd, fg = T.dvector(), T.dvector()
     Fd, Fg = 5 * _f64(9), 5 * _f64(13)
-    guide = function([fd, fg], obj.guide_loss(fd, fg))
     b = lambda u: np.log1p(np.exp(-u))  # noqa: E731  (Eq. 6's b)
-    np.testing.assert_allclose(guide(Fd, Fg), b(Fd).mean() + b(-Fg).mean(), rtol=1e-10)
+    paper = function([fd, fg], obj.guide_loss(fd, fg, "paper"))
+    np.testing.assert_allclose(paper(Fd, Fg), b(Fd).mean() + b(-Fg).mean(), rtol=1e-10)
+    # the 2015 code's logreg_loss: 0.5 softplus(-+2f), the default
+    code = function([fd, fg], obj.guide_loss(fd, fg))
+    np.testing.assert_allclose(code(Fd, Fg), 0.5 * (b(2 * Fd).mean() + b(-2 * Fg).mean()),
+                               rtol=1e-10)
+    with pytest.raises(ValueError, match="guide loss form"):
+        obj.guide_loss(fd, fg, "eq6")
     neg = np.maximum(-Fg, 0)
     for kind, expected in (("abs", neg.mean()), ("elastic", (0.5 * (neg + neg ** 2)).mean())):
         g = function([fg], obj.generator_loss(fg, kind))

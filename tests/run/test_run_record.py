@@ -184,7 +184,7 @@ def test_load_models_skips_the_init_it_overwrites(reference, monkeypatch):
         for k, v in model.get_state().items():
             if f"{branch}/{k}" in arrays:
                 np.testing.assert_array_equal(v, arrays[f"{branch}/{k}"], err_msg=k)
-    assert sorted(models) == ["model", "vae"]
+    assert sorted(models) == ["loop", "model", "vae"]
 
 
 def test_git_state_says_when_there_is_no_checkout(tmp_path):
