@@ -49,12 +49,8 @@ from vgsn.run.schedules import lr_at, vae_hyper_at
 from vgsn.run.signals import StopSignals, Stopped
 from vgsn.run.tracking import TensorBoard
 
-__all__ = ["Hooks", "Run"]
+__all__ = ["Hooks", "Run", "guided_loop"]
 
-
-# ---------------------------------------------------------------------------
-# the run
-# ---------------------------------------------------------------------------
 
 class Hooks:
     """What a caller (the tests) may run inside the loop; the defaults do nothing.
@@ -72,6 +68,13 @@ class Hooks:
 
 
 _BRANCH_CODES = {"pretrain": 0, "guided": 1, "vae": 2}
+
+
+def guided_loop(c, model, init_weights=True):
+    """The guided chain of preset ``c`` around ``model``: its fresh guide and ``VCGLoop``."""
+    guide = MaxoutGuide(model.x_dim, np.random.default_rng([P.loop_seed(c), 2]),
+                        **P.guide_args(c), init_weights=init_weights)
+    return VCGLoop(model, guide, **P.loop_args(c))
 
 
 class Run:
@@ -169,9 +172,7 @@ class Run:
         if c.vae_branch:   # continues pre-training's momentum schedule, if any
             self.vae = self.model.fork(momentum_scheduled=c.momentum_scheduled)
             self.vae.compile(("train_step",))
-        guide = MaxoutGuide(self.model.x_dim, np.random.default_rng([P.loop_seed(c), 2]),
-                            **P.guide_args(c), init_weights=init_weights)
-        self.loop = VCGLoop(self.model, guide, **P.loop_args(c))
+        self.loop = guided_loop(c, self.model, init_weights)
         self.loop.compile(("train_step",))
         self.timing["compile_s"] += time.time() - t0
 

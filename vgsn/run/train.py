@@ -9,8 +9,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from vgsn import backend
 from vgsn.run import presets as P
 from vgsn.run import provenance
@@ -20,10 +18,8 @@ from vgsn.run.folder import (BadInput, TrainingError, WriteFailed, check_metrics
                              check_pretrained, extended, open_checkpoint, resume_config)
 from vgsn.run.checkpoints import CheckpointError
 from vgsn.run.lock import folder_lock
-from vgsn.run.loop import Run
-from vgsn.model.nets import MaxoutGuide
+from vgsn.run.loop import Run, guided_loop
 from vgsn.model.vae import OneStageModel
-from vgsn.model.vcg import VCGLoop
 
 __all__ = ["run", "resume", "load_models"]
 
@@ -237,10 +233,7 @@ def load_models(path):
         models[prefix] = m
     mine = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("loop/")}
     if mine and "model" in models:
-        model = models["model"]
-        guide = MaxoutGuide(model.x_dim, np.random.default_rng([P.loop_seed(c), 2]),
-                            **P.guide_args(c), init_weights=False)   # filled next
-        loop = VCGLoop(model, guide, **P.loop_args(c))
+        loop = guided_loop(c, models["model"], init_weights=False)   # filled next
         try:
             loop.set_state(mine, strict=False)
         except (KeyError, ValueError) as exc:
